@@ -22,13 +22,25 @@ export type ErrorCode =
   /** Our own bug or an unexpected state. */
   | "internal";
 
+export interface UpdaterErrorOptions {
+  cause?: unknown;
+  /** The job error reason (UPPER_SNAKE_CASE) when this error ends a job, e.g. SIGNATURE_INVALID. */
+  reason?: string;
+  /** When a rollback cannot finish: what a human must do, one step per line. */
+  manualSteps?: string;
+}
+
 export class UpdaterError extends Error {
   override readonly name = "UpdaterError";
   readonly code: ErrorCode;
+  readonly reason: string | undefined;
+  readonly manualSteps: string | undefined;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: ErrorCode, message: string, options?: UpdaterErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
+    this.reason = options?.reason;
+    this.manualSteps = options?.manualSteps;
   }
 }
 

@@ -2,6 +2,7 @@
  * The job model and its state machine: pure data and pure transitions, no I/O.
  * A Job is plain JSON (dates as ISO strings) so that the store can write it as it is.
  */
+import type { ReleaseManifest } from "./release-manifest.js";
 
 export const JOB_STATES = [
   "planning",
@@ -109,6 +110,8 @@ export interface Verification {
 export interface Journal {
   intent?: string;
   facts: Record<string, string>;
+  /** The verified manifest, kept so that a restarted updater can finish or undo the job. */
+  manifest?: ReleaseManifest;
 }
 
 export interface Job {

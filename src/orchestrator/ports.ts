@@ -4,6 +4,9 @@
  * Nothing here does I/O.
  */
 import type { Job, Verification } from "./job.js";
+import type { ReleaseManifest } from "./release-manifest.js";
+
+export type { ReleaseManifest };
 
 export type Channel = "stable" | "prerelease";
 
@@ -53,30 +56,6 @@ export interface ReleaseVerifier {
   /** The asset name holding the signature this verifier checks, e.g. "release.json.sigstore.json". */
   readonly signatureAsset: string;
   verify(manifest: Uint8Array, signature: Uint8Array): Promise<Verification>;
-}
-
-/** The verified, validated release manifest (release.json, schema_version 1). */
-export interface ReleaseManifest {
-  name: string;
-  version: string;
-  tag: string;
-  image: {
-    registry: string;
-    repository: string;
-    tag: string;
-    digest: string;
-    platforms: string[];
-  };
-  migration: {
-    required: boolean;
-    command: string[];
-    downtime: boolean;
-    estimatedDowntimeSeconds: number;
-  };
-  minUpgradeFrom?: string;
-  prerelease: boolean;
-  breakingChanges: string[];
-  releaseNotes: string;
 }
 
 /** What runs now. */

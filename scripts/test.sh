@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up a fresh checkout and runs every check and test: the one command CI runs.
+#   bash scripts/test.sh
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+# shellcheck source=scripts/setup.sh
+. scripts/setup.sh
+export GRPCURL="$root/.tools/bin/grpcurl"
+
+echo "== lint (biome, buf lint)"
+npm run --silent lint
+echo "== typecheck"
+npm run --silent typecheck
+echo "== build"
+npm run --silent build
+echo "== tests (vitest)"
+npm test

@@ -1,0 +1,147 @@
+/**
+ * Builds a running updater from a configuration: the store, the adapters, the runner and the
+ * one-port server. main.ts calls it with the real adapters; tests may pass other ones (fakes for
+ * the parts a test is not about) and still get the real server.
+ */
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { UpdaterService } from "../gen/processgit/updater/v1/updater_pb.js";
+import type { Config } from "./config.js";
+import { DockerEngineApi } from "./engine/docker-engine-api.js";
+import type { Logger } from "./log.js";
+import type {
+  Clock,
+  ContainerEngine,
+  JobStore,
+  ReleaseSource,
+  ReleaseVerifier,
+} from "./orchestrator/ports.js";
+import { systemClock } from "./orchestrator/ports.js";
+import { JobRunner } from "./orchestrator/runner.js";
+import { GitHubReleases } from "./releases/github-releases.js";
+import { bearerAuth } from "./rpc/auth.js";
+import { HealthState, registerHealth, ServingStatus } from "./rpc/health.js";
+import { registerReflection } from "./rpc/reflection.js";
+import { type RunningServer, startServer } from "./rpc/server.js";
+import { updaterService } from "./rpc/updater-service.js";
+import { FileJobStore } from "./store/file-job-store.js";
+import { UnconfiguredVerifier } from "./verify/unconfigured-verifier.js";
+
+export interface UpdaterParts {
+  store?: JobStore;
+  source?: ReleaseSource;
+  verifier?: ReleaseVerifier;
+  engine?: ContainerEngine;
+  clock?: Clock;
+  newId?: () => string;
+}
+
+export interface Updater {
+  readonly server: RunningServer;
+  readonly runner: JobRunner;
+  readonly health: HealthState;
+  /** Graceful shutdown: health NOT_SERVING, watches end with Unavailable, connections close. */
+  close(): Promise<void>;
+}
+
+/** Largest request message the server reads. Requests are small; anything bigger is refused. */
+export const READ_MAX_BYTES = 64 * 1024;
+
+export async function startUpdater(config: Config, log: Logger, parts: UpdaterParts = {}): Promise<Updater> {
+  const store = parts.store ?? new FileJobStore(config.stateDir);
+  const source =
+    parts.source ??
+    new GitHubReleases({
+      repo: config.github.repo,
+      apiBase: config.github.apiBase,
+      ...(config.github.token ? { token: config.github.token } : {}),
+      userAgent: `processgit-updater/${updaterVersion()}`,
+    });
+  const engine =
+    parts.engine ?? new DockerEngineApi({ dockerHost: config.dockerHost, appContainer: config.appContainer });
+  const verifier = parts.verifier ?? new UnconfiguredVerifier();
+  const runner = new JobRunner({
+    store,
+    source,
+    verifier,
+    engine,
+    clock: parts.clock ?? systemClock,
+    newId: parts.newId ?? randomUUID,
+    log,
+  });
+  await runner.open();
+
+  const health = new HealthState(ServingStatus.SERVING);
+  health.set(UpdaterService.typeName, ServingStatus.SERVING);
+  const routes = (router: ConnectRouter) => {
+    router.service(
+      UpdaterService,
+      updaterService({
+        runner,
+        source,
+        engine,
+        appContainer: config.appContainer,
+        updaterVersion: updaterVersion(),
+        log,
+      }),
+    );
+    registerHealth(router, health);
+    registerReflection(router, [UpdaterService, Health]);
+  };
+  const server = await startServer({
+    host: config.listen.host,
+    port: config.listen.port,
+    routes,
+    interceptors: [bearerAuth(config.token)],
+    readMaxBytes: READ_MAX_BYTES,
+    log,
+    plain: (req) => {
+      const path = (req.url ?? "").split("?")[0];
+      if (path !== "/healthz" || (req.method !== "GET" && req.method !== "HEAD")) return undefined;
+      const stopping = runner.state === "stopping";
+      return {
+        status: stopping ? 503 : 200,
+        contentType: "application/json",
+        body: `${JSON.stringify({ status: stopping ? "stopping" : "ok" })}\n`,
+      };
+    },
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    server,
+    runner,
+    health,
+    close() {
+      closing ??= (async () => {
+        health.shutdown();
+        await runner.shutdown(config.shutdownGraceMs);
+        await server.close(config.shutdownGraceMs);
+      })();
+      return closing;
+    },
+  };
+}
+
+let cachedVersion: string | undefined;
+
+/** The updater's version, from its package.json (found from this file, built or not). */
+export function updaterVersion(): string {
+  if (cachedVersion) return cachedVersion;
+  for (const rel of ["../package.json", "../../package.json"]) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === "processgit-updater" && pkg.version) {
+        cachedVersion = pkg.version;
+        return cachedVersion;
+      }
+    } catch {}
+  }
+  cachedVersion = "unknown";
+  return cachedVersion;
+}

@@ -1,0 +1,187 @@
+/**
+ * Configuration: every environment variable is read here, once, and every problem is reported
+ * at once (ConfigError lists them all). Secrets are read but never echoed in any message.
+ * docs/configuration.md documents each variable; keep the two in step.
+ */
+import { readFileSync } from "node:fs";
+import { ConfigError } from "./errors.js";
+import type { LogLevel } from "./log.js";
+
+export interface Config {
+  listen: { host: string; port: number };
+  /** The bearer token every RPC needs. Secret: never log it. */
+  token: string;
+  stateDir: string;
+  appContainer: string;
+  github: { repo: string; apiBase: string; token?: string };
+  dockerHost: string;
+  logLevel: LogLevel;
+  shutdownGraceMs: number;
+}
+
+export const MIN_TOKEN_LENGTH = 32;
+const REPO = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})\/[A-Za-z0-9._-]{1,100}$/;
+const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = [];
+  const get = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === "" ? undefined : v.trim();
+  };
+
+  const listen = parseListen(get("PROCESSGIT_UPDATER_LISTEN") ?? "0.0.0.0:9000", problems);
+  const token = readSecret(env, "PROCESSGIT_UPDATER_TOKEN", problems, { required: true });
+  if (token !== undefined && token.length < MIN_TOKEN_LENGTH) {
+    problems.push(
+      `PROCESSGIT_UPDATER_TOKEN is ${token.length} characters long; use at least ${MIN_TOKEN_LENGTH} (for example: openssl rand -hex 32)`,
+    );
+  }
+
+  const stateDir = get("PROCESSGIT_UPDATER_STATE_DIR") ?? "/var/lib/processgit-updater";
+  if (!stateDir.startsWith("/"))
+    problems.push(`PROCESSGIT_UPDATER_STATE_DIR must be an absolute path, got ${JSON.stringify(stateDir)}`);
+
+  const appContainer = get("PROCESSGIT_UPDATER_APP_CONTAINER") ?? "processgit";
+  if (!CONTAINER_NAME.test(appContainer)) {
+    problems.push(
+      `PROCESSGIT_UPDATER_APP_CONTAINER ${JSON.stringify(appContainer)} is not a valid container name`,
+    );
+  }
+
+  const repo = get("PROCESSGIT_UPDATER_REPO") ?? "Algomation-AI/ProcessGit";
+  if (!REPO.test(repo))
+    problems.push(`PROCESSGIT_UPDATER_REPO must be owner/name, got ${JSON.stringify(repo)}`);
+  const apiBase = (get("PROCESSGIT_UPDATER_GITHUB_API") ?? "https://api.github.com").replace(/\/+$/, "");
+  if (!isHttpUrl(apiBase)) {
+    problems.push(`PROCESSGIT_UPDATER_GITHUB_API must be an http(s) URL, got ${JSON.stringify(apiBase)}`);
+  }
+  const githubToken = readSecret(env, "PROCESSGIT_UPDATER_GITHUB_TOKEN", problems, { required: false });
+
+  const dockerHost = get("DOCKER_HOST") ?? "unix:///var/run/docker.sock";
+  if (!/^(unix:\/\/\/.+|tcp:\/\/.+|http:\/\/.+)$/.test(dockerHost)) {
+    problems.push(
+      `DOCKER_HOST must be unix:///path/to/docker.sock or tcp://host:port, got ${JSON.stringify(dockerHost)}`,
+    );
+  }
+
+  const level = (get("PROCESSGIT_UPDATER_LOG_LEVEL") ?? "info").toLowerCase();
+  if (!LOG_LEVELS.includes(level as LogLevel)) {
+    problems.push(
+      `PROCESSGIT_UPDATER_LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}, got ${JSON.stringify(level)}`,
+    );
+  }
+  const shutdownGraceMs = parseInteger(
+    get("PROCESSGIT_UPDATER_SHUTDOWN_GRACE_MS") ?? "5000",
+    "PROCESSGIT_UPDATER_SHUTDOWN_GRACE_MS",
+    0,
+    120_000,
+    problems,
+  );
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  const config: Config = {
+    listen,
+    token: token as string,
+    stateDir,
+    appContainer,
+    github: { repo, apiBase },
+    dockerHost,
+    logLevel: level as LogLevel,
+    shutdownGraceMs,
+  };
+  if (githubToken) config.github.token = githubToken;
+  return config;
+}
+
+/** What is safe to log about a configuration: everything but the secrets. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  return {
+    listen: `${config.listen.host}:${config.listen.port}`,
+    stateDir: config.stateDir,
+    appContainer: config.appContainer,
+    repo: config.github.repo,
+    githubApi: config.github.apiBase,
+    githubToken: config.github.token ? "set" : "not set",
+    dockerHost: config.dockerHost,
+    logLevel: config.logLevel,
+  };
+}
+
+function parseListen(value: string, problems: string[]): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535) {
+    problems.push(
+      `PROCESSGIT_UPDATER_LISTEN must be host:port (e.g. 0.0.0.0:9000, 127.0.0.1:0 or [::1]:9000), got ${JSON.stringify(value)}`,
+    );
+    return { host: "0.0.0.0", port: 9000 };
+  }
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
+function readSecret(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  problems: string[],
+  opts: { required: boolean },
+): string | undefined {
+  const direct = env[name];
+  const file = env[`${name}_FILE`];
+  if (direct !== undefined && direct !== "" && file !== undefined && file !== "") {
+    problems.push(`set only one of ${name} and ${name}_FILE`);
+    return undefined;
+  }
+  if (file !== undefined && file !== "") {
+    let content: string;
+    try {
+      content = readFileSync(file, "utf8");
+    } catch (err) {
+      problems.push(
+        `${name}_FILE: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      );
+      return undefined;
+    }
+    const secret = content.replace(/\r?\n$/, "");
+    if (secret.trim() === "") {
+      problems.push(`${name}_FILE: ${file} is empty`);
+      return undefined;
+    }
+    if (/\s/.test(secret)) {
+      problems.push(`${name}_FILE: ${file} holds whitespace inside the secret; it must be one line`);
+      return undefined;
+    }
+    return secret;
+  }
+  if (direct === undefined || direct === "") {
+    if (opts.required) {
+      problems.push(
+        `${name} or ${name}_FILE is required: the updater refuses to serve without a bearer token (for example: openssl rand -hex 32)`,
+      );
+    }
+    return undefined;
+  }
+  if (/\s/.test(direct)) {
+    problems.push(`${name} holds whitespace; it must be a single word`);
+    return undefined;
+  }
+  return direct;
+}
+
+function parseInteger(value: string, name: string, min: number, max: number, problems: string[]): number {
+  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+    problems.push(`${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}`);
+    return min;
+  }
+  return Number(value);
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const u = new URL(value);
+    return u.protocol === "https:" || u.protocol === "http:";
+  } catch {
+    return false;
+  }
+}

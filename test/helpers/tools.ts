@@ -1,0 +1,43 @@
+/**
+ * Locates external command-line tools the tests depend on. Missing tools are an error, not a skip:
+ * the tests that use them are part of the required suite.
+ */
+import { accessSync, constants } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Path of the grpcurl binary: `$GRPCURL` if set, else `.tools/bin/grpcurl` in the repository, else
+ * `/tmp/gobin/grpcurl`. Throws if none of them is an executable file.
+ */
+export function grpcurlPath(): string {
+  const fromEnv = process.env.GRPCURL;
+  if (fromEnv) {
+    if (isExecutable(fromEnv)) return fromEnv;
+    throw new Error(`GRPCURL is set to "${fromEnv}", which is not an executable file.`);
+  }
+  const candidates = [`${repoRoot}.tools/bin/grpcurl`, "/tmp/gobin/grpcurl"];
+  const found = candidates.find(isExecutable);
+  if (found) return found;
+  throw new Error(
+    `grpcurl not found (looked in ${candidates.join(", ")}). Run scripts/setup.sh, which builds it into ` +
+      ".tools/bin, or set GRPCURL to the path of a grpcurl binary.",
+  );
+}
+
+/** Path of the `buf` CLI installed from the @bufbuild/buf devDependency. */
+export function bufPath(): string {
+  const path = `${repoRoot}node_modules/.bin/buf`;
+  if (isExecutable(path)) return path;
+  throw new Error(`buf not found at ${path}; the @bufbuild/buf devDependency is not installed (run npm ci).`);
+}
