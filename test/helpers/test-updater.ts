@@ -20,7 +20,7 @@ export interface TestUpdater {
   token: string;
   stateDir: string;
   engine: FakeEngine;
-  source: MemoryReleaseSource;
+  source: MemoryReleaseSource | "real";
   /** Every log line the updater wrote. */
   logs: string[];
   close(): Promise<void>;
@@ -31,7 +31,8 @@ export async function startTestUpdater(
     env?: Record<string, string>;
     parts?: UpdaterParts;
     engine?: FakeEngine;
-    source?: MemoryReleaseSource;
+    /** A release source; "real" uses the GitHub client the configuration names (e.g. a stand-in). */
+    source?: MemoryReleaseSource | "real";
   } = {},
 ): Promise<TestUpdater> {
   const stateDir = await mkdtemp(join(tmpdir(), "pgu-state-"));
@@ -50,7 +51,7 @@ export async function startTestUpdater(
   const source = options.source ?? new MemoryReleaseSource().add("v1.1.0").add("v1.2.0");
   const updater = await startUpdater(config, log, {
     engine,
-    source,
+    ...(source === "real" ? {} : { source }),
     verifier: new FakeVerifier(),
     ...options.parts,
   });
