@@ -76,6 +76,19 @@ async function codeOf(p: Promise<unknown>): Promise<{ code: Code; message: strin
   throw new Error("expected the call to fail");
 }
 
+/**
+ * Holds a new job in planning (at its pre-flight step) until a watcher has connected, so that an
+ * outside client sees the stream from the start: the first snapshot, the changes, the end.
+ */
+function holdUntilWatched(u: TestUpdater): () => Promise<void> {
+  const gate = u.engine.gate("preflight");
+  return async () => {
+    for (let i = 0; i < 1000 && u.updater.runner.watchers < 1; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    gate.open();
+  };
+}
+
 async function watchToEnd(c: Client<typeof UpdaterService>, id: string): Promise<JobState[]> {
   const states: JobState[] = [];
   for await (const res of c.watchJob({ id })) states.push(res.job?.state ?? JobState.UNSPECIFIED);
@@ -93,10 +106,12 @@ describe("generated TypeScript client", () => {
       expect(status.appVersion).toBe("1.0.0");
       expect(status.updaterVersion).toMatch(/^\d+\.\d+\.\d+/);
 
+      const release = holdUntilWatched(u);
       const started = await c.startUpdate({ tag: "v1.2.0" });
       expect(started.job?.state).toBe(JobState.PLANNING);
       const id = started.job?.id ?? "";
-      const states = await watchToEnd(c, id);
+      const [states] = await Promise.all([watchToEnd(c, id), release()]);
+      expect(states[0]).toBe(JobState.PLANNING);
       expect(states.at(-1)).toBe(JobState.COMMITTED);
       expect(new Set(states)).toContain(JobState.PULLING);
 
@@ -266,13 +281,14 @@ describe("curl (Connect JSON over HTTP/1.1)", () => {
 
   it("starts a job, streams it with WatchJob, and reads it back with GET", async () => {
     const u = await updater();
+    const release = holdUntilWatched(u);
     const started = parse((await post(u, "StartUpdate", '{"tag":"v1.2.0"}')).stdout);
     expect(started.status).toBe(200);
     const id = (started.body.job as { id: string }).id;
     const reqFile = join(u.stateDir, "watch-request.bin");
     await writeFile(reqFile, connectEnvelope({ id }));
     const out = join(u.stateDir, "watch-response.bin");
-    const watch = await run("curl", [
+    const watching = run("curl", [
       "-sS",
       "-N",
       "-o",
@@ -285,6 +301,8 @@ describe("curl (Connect JSON over HTTP/1.1)", () => {
       `@${reqFile}`,
       `${u.url}/${SERVICE}/WatchJob`,
     ]);
+    await release();
+    const watch = await watching;
     expect(watch.code).toBe(0);
     const { readFile } = await import("node:fs/promises");
     const frames = connectFrames(await readFile(out));
@@ -350,9 +368,12 @@ describe("grpcurl through server reflection", () => {
     const status = await grpcurl(u, ["-d", "{}", addr, `${SERVICE}/Status`]);
     expect(status.code).toBe(0);
     expect(JSON.parse(status.stdout).state).toBe("UPDATER_STATE_IDLE");
+    const release = holdUntilWatched(u);
     const started = await grpcurl(u, ["-d", '{"tag":"v1.2.0"}', addr, `${SERVICE}/StartUpdate`]);
     const id = JSON.parse(started.stdout).job.id as string;
-    const watch = await grpcurl(u, ["-d", JSON.stringify({ id }), addr, `${SERVICE}/WatchJob`]);
+    const watching = grpcurl(u, ["-d", JSON.stringify({ id }), addr, `${SERVICE}/WatchJob`]);
+    await release();
+    const watch = await watching;
     expect(watch.code).toBe(0);
     const messages = splitJsonStream(watch.stdout) as Array<{ job: { state: string } }>;
     expect(messages[0]?.job.state).toBe("JOB_STATE_PLANNING");
@@ -448,7 +469,9 @@ describe("@grpc/grpc-js", () => {
     expect(status.state).toBe("UPDATER_STATE_IDLE");
     const noAuth = await unary("Status", {}, new grpc.Metadata()).catch((e: grpc.ServiceError) => e);
     expect((noAuth as grpc.ServiceError).code).toBe(grpc.status.UNAUTHENTICATED);
+    const release = holdUntilWatched(u);
     const started = await unary<{ job: { id: string } }>("StartUpdate", { tag: "v1.2.0" });
+    void release();
     const states = await new Promise<string[]>((resolve, reject) => {
       const seen: string[] = [];
       const watchJob = c.WatchJob as unknown as (
