@@ -51,7 +51,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
 
   const repo = get("PROCESSGIT_UPDATER_REPO") ?? "Algomation-AI/ProcessGit";
-  if (!REPO.test(repo))
+  if (!REPO.test(repo) || /\/\.{1,2}$/.test(repo))
     problems.push(`PROCESSGIT_UPDATER_REPO must be owner/name, got ${JSON.stringify(repo)}`);
   const apiBase = (get("PROCESSGIT_UPDATER_GITHUB_API") ?? "https://api.github.com").replace(/\/+$/, "");
   if (!isHttpUrl(apiBase)) {
@@ -110,7 +110,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
 }
 
 function parseListen(value: string, problems: string[]): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(value);
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || port > 65535) {
     problems.push(
@@ -138,8 +138,13 @@ function readSecret(
     try {
       content = readFileSync(file, "utf8");
     } catch (err) {
+      // A value that is not a path may be the secret itself, pasted into the wrong variable: never echo it.
+      const where =
+        file.startsWith("/") || file.startsWith("./")
+          ? file
+          : "the file it names (not a path: is the secret itself in this variable?)";
       problems.push(
-        `${name}_FILE: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        `${name}_FILE: cannot read ${where}: ${(err as NodeJS.ErrnoException).code ?? "unreadable"}`,
       );
       return undefined;
     }

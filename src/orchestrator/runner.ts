@@ -70,6 +70,8 @@ export interface JobCounts {
 
 interface ActiveRun {
   job: Job;
+  /** False until the job's first save landed: nobody sees the job before that. */
+  persisted: boolean;
   readonly abort: AbortController;
   manifest?: ReleaseManifest;
   done: Promise<void>;
@@ -127,7 +129,12 @@ export class JobRunner {
       return;
     }
     this.phase = "reconciling";
-    const run: ActiveRun = { job: interrupted, abort: new AbortController(), done: Promise.resolve() };
+    const run: ActiveRun = {
+      job: interrupted,
+      persisted: true,
+      abort: new AbortController(),
+      done: Promise.resolve(),
+    };
     this.active = run;
     this.reconciliation = run.done = this.reconcile(run).finally(() => {
       if (this.phase === "reconciling") this.phase = "ready";
@@ -146,7 +153,7 @@ export class JobRunner {
 
   /** A copy of the active job, if any. */
   activeJob(): Job | undefined {
-    return this.active ? cloneJob(this.active.job) : undefined;
+    return this.active?.persisted ? cloneJob(this.active.job) : undefined;
   }
 
   /**
@@ -170,11 +177,13 @@ export class JobRunner {
     if (this.phase === "stopping") {
       throw new UpdaterError("unavailable", "the updater is shutting down; try again once it is back");
     }
-    if (this.phase !== "ready") {
-      const what = this.active ? ` job ${this.active.job.id}` : "";
+    if (this.phase === "starting") {
+      throw new UpdaterError("unavailable", "the updater is starting; try again in a moment");
+    }
+    if (this.phase === "reconciling") {
       throw new UpdaterError(
         "unavailable",
-        `the updater is reconciling an interrupted${what} after a restart; try again when it is idle`,
+        `the updater is reconciling job ${this.active?.job.id ?? "(unknown)"}, interrupted by a restart; try again when it is idle`,
       );
     }
     if (this.active) {
@@ -190,7 +199,7 @@ export class JobRunner {
       allowDowngrade: request.allowDowngrade ?? false,
       now: this.opts.clock.now(),
     });
-    const run: ActiveRun = { job, abort: new AbortController(), done: Promise.resolve() };
+    const run: ActiveRun = { job, persisted: false, abort: new AbortController(), done: Promise.resolve() };
     this.active = run;
     try {
       await this.enqueue(() => this.persist(run, job, { publish: false }));
@@ -202,6 +211,16 @@ export class JobRunner {
         {
           cause: err,
         },
+      );
+    }
+    run.persisted = true;
+    if (this.state === "stopping") {
+      // Shutdown began while the job was being recorded: it stays on disk in planning, and the
+      // next start closes it as aborted ("interrupted before any change").
+      this.active = undefined;
+      throw new UpdaterError(
+        "unavailable",
+        `the updater is shutting down; job ${job.id} was recorded but not started, and will be closed as aborted at the next start`,
       );
     }
     this.opts.log.info("job created", { job: job.id, tag, state: job.state });
@@ -259,9 +278,11 @@ export class JobRunner {
     const subscription = this.hub.subscribe(id);
     try {
       const current = this.get(id);
-      yield current;
+      // Read before yielding: the caller owns (and may change) what it receives.
       let revision = current.revision;
-      if (isTerminal(current.state)) return;
+      const ended = isTerminal(current.state);
+      yield current;
+      if (ended) return;
       for (;;) {
         const next = await subscription.take(signal);
         if (next === "closed") return;
@@ -339,7 +360,21 @@ export class JobRunner {
         await this.move(run, state);
         await this.step(run, title, work);
       }
-      await this.step(run, "commit: remove the previous container", (ctx) => engine.commit(ctx));
+      // The health verdict is the point of commitment: the new version serves. Removing the
+      // previous container is cleanup; if it fails, the step says so and the update stands.
+      try {
+        await this.step(run, "commit: remove the previous container", (ctx) =>
+          engine.commit(ctx).catch((err: unknown) => {
+            throw asReason(err, "COMMIT_FAILED");
+          }),
+        );
+      } catch (err) {
+        if (this.stoppedByShutdown(run)) throw err;
+        this.opts.log.warn("the update stands, but the previous container was not removed", {
+          job: run.job.id,
+          error: errorMessage(err),
+        });
+      }
       await this.move(run, "committed");
       this.opts.log.info("job committed", {
         job: run.job.id,
@@ -435,7 +470,11 @@ export class JobRunner {
       if (app.version) draft.previousVersion = app.version;
       draft.journal.manifest = manifest;
     });
-    await this.step(run, "pre-flight checks", (ctx) => engine.preflight(ctx));
+    await this.step(run, "pre-flight checks", (ctx) =>
+      engine.preflight(ctx).catch((err: unknown) => {
+        throw asReason(err, "PREFLIGHT_FAILED");
+      }),
+    );
     return manifest;
   }
 
@@ -489,7 +528,8 @@ export class JobRunner {
   }
 
   private async discard(run: ActiveRun): Promise<void> {
-    if (!run.manifest) return;
+    // Planning changes nothing, so there is nothing to clean up after it.
+    if (!run.manifest || run.job.state === "planning") return;
     try {
       await this.opts.engine.discard(this.context(run, run.manifest, { output() {}, progress() {} }));
     } catch (err) {
@@ -566,13 +606,19 @@ export class JobRunner {
       return result;
     } catch (err) {
       if (!this.stoppedByShutdown(run)) {
+        // Record the failure; if even that cannot be written, the step's own error still wins.
         await this.update(run, (draft) => {
           const s = draft.steps[index];
           if (!s) return;
           s.status = "failed";
           s.error = errorMessage(err);
           s.endedAt = this.opts.clock.now().toISOString();
-        });
+        }).catch((recordErr: unknown) =>
+          this.opts.log.error("could not record a step failure", {
+            job: run.job.id,
+            error: errorMessage(recordErr),
+          }),
+        );
       }
       throw err;
     }
@@ -668,6 +714,12 @@ export class JobRunner {
   }
 
   private release(run: ActiveRun): void {
+    if (isTerminal(run.job.state) && this.flushTimer) {
+      // The terminal save holds all of this job's output; a pending flush of it would only keep
+      // the next job's output from being scheduled (scheduleFlush skips while a timer is set).
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+    }
     if (this.active === run && (isTerminal(run.job.state) || this.phase === "stopping"))
       this.active = undefined;
     if (this.active === run && !isTerminal(run.job.state)) {

@@ -2,7 +2,7 @@
  * The updater as an operator runs it: the built server started with `npm start`, configured only
  * through the environment, stopped with SIGTERM. Also the ways it refuses to start.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,12 +13,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 const root = join(import.meta.dirname, "../..");
 const TOKEN = "process-test-token-6a1f0c9e8d7b6a5f4e3d2c1b0a";
 let stateDir: string;
-
-beforeAll(() => {
-  // The tests below run the built server, as `npm start` does.
-  execFileSync("npm", ["run", "--silent", "build"], { cwd: root, stdio: "inherit" });
-  return undefined;
-}, 120_000);
 
 beforeAll(async () => {
   stateDir = await mkdtemp(join(tmpdir(), "pgu-process-"));
