@@ -10,6 +10,12 @@ export GRPCURL="$root/.tools/bin/grpcurl"
 
 echo "== lint (biome, buf lint)"
 npm run --silent lint
+echo "== contract: no breaking change against main (buf breaking)"
+if git rev-parse --verify --quiet main >/dev/null; then
+  npm run --silent breaking
+else
+  echo "no local main branch to compare with; skipped"
+fi
 echo "== typecheck"
 npm run --silent typecheck
 echo "== build"
