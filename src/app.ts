@@ -116,9 +116,12 @@ export async function startUpdater(config: Config, log: Logger, parts: UpdaterPa
     health,
     close() {
       closing ??= (async () => {
+        const started = Date.now();
         health.shutdown();
         await runner.shutdown(config.shutdownGraceMs);
+        const runnerMs = Date.now() - started;
         await server.close(config.shutdownGraceMs);
+        log.info("shutdown complete", { runnerMs, totalMs: Date.now() - started });
       })();
       return closing;
     },

@@ -76,7 +76,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   for (const s of [h1, h2]) s.on("clientError", (_err: unknown, socket: net.Socket) => socket.destroy());
 
+  let stopping = false;
   const front = net.createServer({ noDelay: true }, (socket) => {
+    if (stopping) {
+      socket.destroy();
+      return;
+    }
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.on("error", () => {});
@@ -104,13 +109,23 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     url: `http://${hostForUrl}:${address.port}`,
     close(graceMs = 5000) {
       closing ??= (async () => {
+        stopping = true;
         const frontClosed = new Promise<void>((resolve) => front.close(() => resolve()));
         shutdown.abort();
-        for (const session of sessions) session.close();
         const deadline = Date.now() + graceMs;
         while (sockets.size > 0 && Date.now() < deadline) {
+          // Repeated: a connection accepted just before the listener closed may only now have
+          // become an HTTP/2 session or an idle HTTP/1 connection.
+          for (const session of sessions) if (!session.closed) session.close();
           h1.closeIdleConnections();
           await new Promise((r) => setTimeout(r, 10));
+        }
+        if (sockets.size > 0) {
+          opts.log.warn("closing connections still open after the shutdown grace period", {
+            connections: sockets.size,
+            http2Sessions: sessions.size,
+            graceMs,
+          });
         }
         for (const socket of sockets) socket.destroy();
         for (const session of sessions) session.destroy();

@@ -106,6 +106,7 @@ export class FakeEngine implements ContainerEngine {
     const gate = this.gates.get(verb);
     if (gate) {
       gate.reached();
+      ctx.signal.throwIfAborted();
       await Promise.race([
         gate.wait,
         new Promise((_, reject) =>

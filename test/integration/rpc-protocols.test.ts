@@ -33,8 +33,15 @@ afterEach(async () => {
   current = undefined;
 });
 
-type Protocol = "connect-h1" | "connect-h2" | "grpc" | "grpc-web";
-const PROTOCOLS: Protocol[] = ["connect-h1", "connect-h2", "grpc", "grpc-web"];
+type Protocol = "connect-h1" | "connect-h2" | "connect-binary-h1" | "connect-binary-h2" | "grpc" | "grpc-web";
+const PROTOCOLS: Protocol[] = [
+  "connect-h1",
+  "connect-h2",
+  "connect-binary-h1",
+  "connect-binary-h2",
+  "grpc",
+  "grpc-web",
+];
 
 function transport(protocol: Protocol, baseUrl: string, token?: string): Transport {
   const interceptors = token
@@ -51,6 +58,10 @@ function transport(protocol: Protocol, baseUrl: string, token?: string): Transpo
       return createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors });
     case "connect-h2":
       return createConnectTransport({ baseUrl, httpVersion: "2", interceptors });
+    case "connect-binary-h1":
+      return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true, interceptors });
+    case "connect-binary-h2":
+      return createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, interceptors });
     case "grpc":
       return createGrpcTransport({ baseUrl, interceptors });
     case "grpc-web":
