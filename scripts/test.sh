@@ -20,5 +20,11 @@ echo "== typecheck"
 npm run --silent typecheck
 echo "== build"
 npm run --silent build
+echo "== a private Docker engine and registry on loopback (scripts/engine.sh)"
+# Started here and stopped on exit, unless DOCKER_HOST already points at an engine to use.
+if [ -z "${DOCKER_HOST:-}" ]; then
+  trap 'bash scripts/engine.sh stop' EXIT
+  eval "$(bash scripts/engine.sh start)"
+fi
 echo "== tests (vitest)"
 npm test
