@@ -60,7 +60,12 @@ export async function startUpdater(config: Config, log: Logger, parts: UpdaterPa
       userAgent: `processgit-updater/${updaterVersion()}`,
     });
   const engine =
-    parts.engine ?? new DockerEngineApi({ dockerHost: config.dockerHost, appContainer: config.appContainer });
+    parts.engine ??
+    new DockerEngineApi({
+      dockerHost: config.dockerHost,
+      appContainer: config.appContainer,
+      ...config.engine,
+    });
   const verifier = parts.verifier ?? new UnconfiguredVerifier();
   const runner = new JobRunner({
     store,

@@ -17,6 +17,17 @@ export interface Config {
   dockerHost: string;
   logLevel: LogLevel;
   shutdownGraceMs: number;
+  engine: {
+    snapshotDir: string;
+    snapshotKeep: number;
+    healthUrl?: string;
+    healthDeadlineMs: number;
+    healthSoakMs: number;
+    migrationTimeoutMs: number;
+    removeOldImage: boolean;
+    /** Registry credentials, sent only to `registry`. The password is secret: never log it. */
+    registryAuth?: { registry: string; username: string; password: string };
+  };
 }
 
 export const MIN_TOKEN_LENGTH = 32;
@@ -80,6 +91,71 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     problems,
   );
 
+  const snapshotDirSet = get("PROCESSGIT_UPDATER_SNAPSHOT_DIR");
+  const snapshotDir = snapshotDirSet ?? `${stateDir.replace(/\/+$/, "")}/snapshots`;
+  if (snapshotDirSet !== undefined && !snapshotDirSet.startsWith("/"))
+    problems.push(
+      `PROCESSGIT_UPDATER_SNAPSHOT_DIR must be an absolute path, got ${JSON.stringify(snapshotDir)}`,
+    );
+  const snapshotKeep = parseInteger(
+    get("PROCESSGIT_UPDATER_SNAPSHOT_KEEP") ?? "3",
+    "PROCESSGIT_UPDATER_SNAPSHOT_KEEP",
+    1,
+    100,
+    problems,
+  );
+  const healthUrl = get("PROCESSGIT_UPDATER_HEALTH_URL");
+  if (healthUrl !== undefined && !isHttpUrl(healthUrl)) {
+    problems.push(`PROCESSGIT_UPDATER_HEALTH_URL must be an http(s) URL, got ${JSON.stringify(healthUrl)}`);
+  }
+  const healthDeadlineMs = parseSeconds(
+    get("PROCESSGIT_UPDATER_HEALTH_DEADLINE_SECONDS") ?? "120",
+    "PROCESSGIT_UPDATER_HEALTH_DEADLINE_SECONDS",
+    1,
+    3600,
+    problems,
+  );
+  const healthSoakMs = parseSeconds(
+    get("PROCESSGIT_UPDATER_HEALTH_SOAK_SECONDS") ?? "10",
+    "PROCESSGIT_UPDATER_HEALTH_SOAK_SECONDS",
+    0,
+    600,
+    problems,
+  );
+  if (healthSoakMs >= healthDeadlineMs) {
+    problems.push(
+      "PROCESSGIT_UPDATER_HEALTH_SOAK_SECONDS must be shorter than PROCESSGIT_UPDATER_HEALTH_DEADLINE_SECONDS",
+    );
+  }
+  const migrationTimeoutMs = parseSeconds(
+    get("PROCESSGIT_UPDATER_MIGRATION_TIMEOUT_SECONDS") ?? "1800",
+    "PROCESSGIT_UPDATER_MIGRATION_TIMEOUT_SECONDS",
+    1,
+    86_400,
+    problems,
+  );
+  const removeOld = (get("PROCESSGIT_UPDATER_REMOVE_OLD_IMAGE") ?? "false").toLowerCase();
+  if (removeOld !== "true" && removeOld !== "false") {
+    problems.push(
+      `PROCESSGIT_UPDATER_REMOVE_OLD_IMAGE must be true or false, got ${JSON.stringify(removeOld)}`,
+    );
+  }
+  const registry = get("PROCESSGIT_UPDATER_REGISTRY");
+  const registryUser = get("PROCESSGIT_UPDATER_REGISTRY_USERNAME");
+  const registryPassword = readSecret(env, "PROCESSGIT_UPDATER_REGISTRY_PASSWORD", problems, {
+    required: false,
+  });
+  if ((registry || registryUser || registryPassword) && !(registry && registryUser && registryPassword)) {
+    problems.push(
+      "registry credentials need all three: PROCESSGIT_UPDATER_REGISTRY (e.g. ghcr.io), PROCESSGIT_UPDATER_REGISTRY_USERNAME and PROCESSGIT_UPDATER_REGISTRY_PASSWORD (or _FILE)",
+    );
+  }
+  if (registry && !/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/.test(registry)) {
+    problems.push(
+      `PROCESSGIT_UPDATER_REGISTRY must be a registry host[:port] such as ghcr.io, got ${JSON.stringify(registry)}`,
+    );
+  }
+
   if (problems.length > 0) throw new ConfigError(problems);
   const config: Config = {
     listen,
@@ -90,7 +166,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dockerHost,
     logLevel: level as LogLevel,
     shutdownGraceMs,
+    engine: {
+      snapshotDir,
+      snapshotKeep,
+      healthDeadlineMs,
+      healthSoakMs,
+      migrationTimeoutMs,
+      removeOldImage: removeOld === "true",
+    },
   };
+  if (healthUrl) config.engine.healthUrl = healthUrl;
+  if (registry && registryUser && registryPassword) {
+    config.engine.registryAuth = { registry, username: registryUser, password: registryPassword };
+  }
   if (githubToken) config.github.token = githubToken;
   return config;
 }
@@ -106,6 +194,16 @@ export function describeConfig(config: Config): Record<string, unknown> {
     githubToken: config.github.token ? "set" : "not set",
     dockerHost: config.dockerHost,
     logLevel: config.logLevel,
+    snapshotDir: config.engine.snapshotDir,
+    snapshotKeep: config.engine.snapshotKeep,
+    healthUrl: config.engine.healthUrl ?? "not set",
+    healthDeadlineMs: config.engine.healthDeadlineMs,
+    healthSoakMs: config.engine.healthSoakMs,
+    migrationTimeoutMs: config.engine.migrationTimeoutMs,
+    removeOldImage: config.engine.removeOldImage,
+    registryCredentials: config.engine.registryAuth
+      ? `set for ${config.engine.registryAuth.registry}`
+      : "not set",
   };
 }
 
@@ -180,6 +278,16 @@ function parseInteger(value: string, name: string, min: number, max: number, pro
     return min;
   }
   return Number(value);
+}
+
+function parseSeconds(value: string, name: string, min: number, max: number, problems: string[]): number {
+  if (!/^\d+(\.\d{1,3})?$/.test(value) || Number(value) < min || Number(value) > max) {
+    problems.push(
+      `${name} must be a number of seconds from ${min} to ${max} (up to 3 decimals), got ${JSON.stringify(value)}`,
+    );
+    return min * 1000;
+  }
+  return Math.round(Number(value) * 1000);
 }
 
 function isHttpUrl(value: string): boolean {

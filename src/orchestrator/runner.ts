@@ -439,7 +439,9 @@ export class JobRunner {
       draft.verification = verification;
     });
     const app = await this.step(run, "read the running app", async (ctx) => {
-      const info = await engine.inspectApp(signal);
+      const info = await engine.inspectApp(signal).catch((err: unknown) => {
+        throw asReason(err, "PREFLIGHT_FAILED");
+      });
       ctx.output(
         `container ${info.container}: image ${info.image}${info.version ? `, version ${info.version}` : ""}${info.running ? ", running" : ", NOT running"}\n`,
       );

@@ -56,6 +56,14 @@ describe("loadConfig: defaults", () => {
       dockerHost: "unix:///var/run/docker.sock",
       logLevel: "info",
       shutdownGraceMs: 5000,
+      engine: {
+        snapshotDir: "/var/lib/processgit-updater/snapshots",
+        snapshotKeep: 3,
+        healthDeadlineMs: 120_000,
+        healthSoakMs: 10_000,
+        migrationTimeoutMs: 1_800_000,
+        removeOldImage: false,
+      },
     });
   });
 
@@ -83,6 +91,16 @@ describe("loadConfig: defaults", () => {
       DOCKER_HOST: "tcp://docker:2375",
       PROCESSGIT_UPDATER_LOG_LEVEL: "DEBUG",
       PROCESSGIT_UPDATER_SHUTDOWN_GRACE_MS: "0",
+      PROCESSGIT_UPDATER_SNAPSHOT_DIR: "/srv/snapshots",
+      PROCESSGIT_UPDATER_SNAPSHOT_KEEP: "5",
+      PROCESSGIT_UPDATER_HEALTH_URL: "http://127.0.0.1:3000/api/healthz",
+      PROCESSGIT_UPDATER_HEALTH_DEADLINE_SECONDS: "90",
+      PROCESSGIT_UPDATER_HEALTH_SOAK_SECONDS: "2.5",
+      PROCESSGIT_UPDATER_MIGRATION_TIMEOUT_SECONDS: "600",
+      PROCESSGIT_UPDATER_REMOVE_OLD_IMAGE: "true",
+      PROCESSGIT_UPDATER_REGISTRY: "ghcr.io",
+      PROCESSGIT_UPDATER_REGISTRY_USERNAME: "bot",
+      PROCESSGIT_UPDATER_REGISTRY_PASSWORD: GH_TOKEN,
     });
     expect(config).toEqual({
       listen: { host: "127.0.0.1", port: 9443 },
@@ -93,6 +111,16 @@ describe("loadConfig: defaults", () => {
       dockerHost: "tcp://docker:2375",
       logLevel: "debug",
       shutdownGraceMs: 0,
+      engine: {
+        snapshotDir: "/srv/snapshots",
+        snapshotKeep: 5,
+        healthUrl: "http://127.0.0.1:3000/api/healthz",
+        healthDeadlineMs: 90_000,
+        healthSoakMs: 2500,
+        migrationTimeoutMs: 600_000,
+        removeOldImage: true,
+        registryAuth: { registry: "ghcr.io", username: "bot", password: GH_TOKEN },
+      },
     });
   });
 
@@ -302,6 +330,8 @@ describe("loadConfig: every problem at once", () => {
       DOCKER_HOST: "/var/run/docker.sock",
       PROCESSGIT_UPDATER_LOG_LEVEL: "verbose",
       PROCESSGIT_UPDATER_SHUTDOWN_GRACE_MS: "120001",
+      PROCESSGIT_UPDATER_HEALTH_SOAK_SECONDS: "ten",
+      PROCESSGIT_UPDATER_REGISTRY_USERNAME: "bot",
     });
     expect(err).toBeInstanceOf(ConfigError);
     const starts = err.problems.map((p) => p.split(/[ :]/)[0]);
@@ -315,6 +345,8 @@ describe("loadConfig: every problem at once", () => {
       "DOCKER_HOST",
       "PROCESSGIT_UPDATER_LOG_LEVEL",
       "PROCESSGIT_UPDATER_SHUTDOWN_GRACE_MS",
+      "PROCESSGIT_UPDATER_HEALTH_SOAK_SECONDS",
+      "registry",
     ]);
     for (const problem of err.problems) expect(err.message).toContain(`  - ${problem}`);
     expect(err.message.startsWith("invalid configuration:\n")).toBe(true);
