@@ -27,6 +27,7 @@ import { registerReflection } from "./rpc/reflection.js";
 import { type RunningServer, startServer } from "./rpc/server.js";
 import { updaterService } from "./rpc/updater-service.js";
 import { FileJobStore } from "./store/file-job-store.js";
+import { acquireStateLock, type StateLock } from "./store/state-lock.js";
 import { UnconfiguredVerifier } from "./verify/unconfigured-verifier.js";
 
 export interface UpdaterParts {
@@ -50,6 +51,25 @@ export interface Updater {
 export const READ_MAX_BYTES = 64 * 1024;
 
 export async function startUpdater(config: Config, log: Logger, parts: UpdaterParts = {}): Promise<Updater> {
+  // One updater per state directory, before anything reads or reconciles the journal.
+  const lock = parts.store ? undefined : await acquireStateLock(config.stateDir);
+  if (lock?.tookOverFrom) {
+    log.warn("took over a stale state directory lock", { path: lock.path, previous: lock.tookOverFrom });
+  }
+  try {
+    return await start(config, log, parts, lock);
+  } catch (err) {
+    await lock?.release();
+    throw err;
+  }
+}
+
+async function start(
+  config: Config,
+  log: Logger,
+  parts: UpdaterParts,
+  lock: StateLock | undefined,
+): Promise<Updater> {
   const store = parts.store ?? new FileJobStore(config.stateDir);
   const source =
     parts.source ??
@@ -77,7 +97,23 @@ export async function startUpdater(config: Config, log: Logger, parts: UpdaterPa
     log,
   });
   await runner.open();
+  try {
+    return await serve(config, log, runner, source, engine, lock);
+  } catch (err) {
+    // The port is taken, for example: stop the reconciliation that open() may have started.
+    await runner.shutdown(0);
+    throw err;
+  }
+}
 
+async function serve(
+  config: Config,
+  log: Logger,
+  runner: JobRunner,
+  source: ReleaseSource,
+  engine: ContainerEngine,
+  lock: StateLock | undefined,
+): Promise<Updater> {
   const health = new HealthState(ServingStatus.SERVING);
   health.set(UpdaterService.typeName, ServingStatus.SERVING);
   const routes = (router: ConnectRouter) => {
@@ -121,11 +157,13 @@ export async function startUpdater(config: Config, log: Logger, parts: UpdaterPa
     health,
     close() {
       closing ??= (async () => {
+        // One grace period for the whole shutdown, shared by the runner and the connections.
         const started = Date.now();
         health.shutdown();
         await runner.shutdown(config.shutdownGraceMs);
         const runnerMs = Date.now() - started;
-        await server.close(config.shutdownGraceMs);
+        await server.close(Math.max(0, config.shutdownGraceMs - runnerMs));
+        await lock?.release();
         log.info("shutdown complete", { runnerMs, totalMs: Date.now() - started });
       })();
       return closing;

@@ -27,7 +27,7 @@ async function main(): Promise<number> {
     updater = await startUpdater(config, log);
   } catch (err) {
     if (err instanceof StateFileError) {
-      log.error("refusing to start: the state file cannot be trusted", {
+      log.error("refusing to start", {
         path: err.path,
         error: err.message,
       });

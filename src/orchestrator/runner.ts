@@ -72,6 +72,8 @@ interface ActiveRun {
   job: Job;
   /** False until the job's first save landed: nobody sees the job before that. */
   persisted: boolean;
+  /** Settles when the first save has landed or failed. */
+  saved: Promise<void>;
   readonly abort: AbortController;
   manifest?: ReleaseManifest;
   done: Promise<void>;
@@ -132,6 +134,7 @@ export class JobRunner {
     const run: ActiveRun = {
       job: interrupted,
       persisted: true,
+      saved: Promise.resolve(),
       abort: new AbortController(),
       done: Promise.resolve(),
     };
@@ -186,6 +189,14 @@ export class JobRunner {
         `the updater is reconciling job ${this.active?.job.id ?? "(unknown)"}, interrupted by a restart; try again when it is idle`,
       );
     }
+    // A job being recorded right now: wait until it is readable (or gone), so that the answer
+    // names a job that GetJob and WatchJob can find.
+    while (this.active && !this.active.persisted) {
+      await this.active.saved.catch(() => {});
+      if (this.state === "stopping") {
+        throw new UpdaterError("unavailable", "the updater is shutting down; try again once it is back");
+      }
+    }
     if (this.active) {
       const a = this.active.job;
       throw new UpdaterError(
@@ -199,10 +210,17 @@ export class JobRunner {
       allowDowngrade: request.allowDowngrade ?? false,
       now: this.opts.clock.now(),
     });
-    const run: ActiveRun = { job, persisted: false, abort: new AbortController(), done: Promise.resolve() };
+    const run: ActiveRun = {
+      job,
+      persisted: false,
+      saved: Promise.resolve(),
+      abort: new AbortController(),
+      done: Promise.resolve(),
+    };
     this.active = run;
+    run.saved = this.enqueue(() => this.persist(run, job, { publish: false }));
     try {
-      await this.enqueue(() => this.persist(run, job, { publish: false }));
+      await run.saved;
     } catch (err) {
       this.active = undefined;
       throw new UpdaterError(
@@ -547,6 +565,7 @@ export class JobRunner {
       await this.update(run, (draft) => {
         draft.recoveries += 1;
       });
+      await this.closeOpenSteps(run, "interrupted: the updater stopped while this step ran");
       if (run.job.recoveries > this.opts.maxRecoveries) {
         await this.move(run, "failed", {
           reason: "RECOVERY_LOOP",
@@ -577,6 +596,20 @@ export class JobRunner {
   }
 
   // ---- steps and changes ----
+
+  /** Marks steps left running (by a crash or a shutdown) as failed, so no finished job shows one running. */
+  private async closeOpenSteps(run: ActiveRun, why: string): Promise<void> {
+    if (!run.job.steps.some((s) => s.status === "running")) return;
+    const at = this.opts.clock.now().toISOString();
+    await this.update(run, (draft) => {
+      for (const s of draft.steps) {
+        if (s.status !== "running") continue;
+        s.status = "failed";
+        s.error = why;
+        s.endedAt = at;
+      }
+    });
+  }
 
   private async step<T>(run: ActiveRun, title: string, work: (ctx: StepContext) => Promise<T>): Promise<T> {
     run.abort.signal.throwIfAborted();

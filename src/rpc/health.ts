@@ -34,6 +34,11 @@ export class HealthState {
     return this.#statuses.get(service);
   }
 
+  /** True once {@link shutdown} ran. */
+  get isShutDown(): boolean {
+    return this.#shutDown;
+  }
+
   /** A snapshot of every known service's status. */
   list(): ReadonlyMap<string, ServingStatus> {
     return new Map(this.#statuses);
@@ -87,8 +92,8 @@ export class HealthState {
 /**
  * Serves grpc.health.v1.Health on `router` from `state`. Check of a service that was never set
  * fails with NOT_FOUND; Watch of one reports SERVICE_UNKNOWN and keeps watching. A Watch stream
- * ends when the call's signal aborts (client cancel, deadline or the server's `shutdownSignal`),
- * with the abort reason as its error: CANCELLED unless the reason is a ConnectError.
+ * ends when the call's signal aborts: with UNAVAILABLE when the server shuts down (retry
+ * elsewhere), else with the abort reason (CANCELLED for a client cancel or deadline).
  */
 export function registerHealth(router: ConnectRouter, state: HealthState): ConnectRouter {
   return router.service(Health, {
@@ -106,6 +111,10 @@ export function registerHealth(router: ConnectRouter, state: HealthState): Conne
     },
     async *watch(request, context) {
       for await (const status of state.watch(request.service, context.signal)) yield { status };
+      if (state.isShutDown) {
+        // Retryable: the client should reconnect to the next instance.
+        throw new ConnectError("the server is shutting down", Code.Unavailable);
+      }
       throw ConnectError.from(context.signal.reason, Code.Canceled);
     },
   });

@@ -149,6 +149,27 @@ describe("refusing to start", () => {
     }
   });
 
+  it("refuses to share a state directory with a running updater, and leaves its journal alone", async () => {
+    const dir = join(stateDir, "shared");
+    const env = {
+      PROCESSGIT_UPDATER_TOKEN: TOKEN,
+      PROCESSGIT_UPDATER_LISTEN: "127.0.0.1:0",
+      PROCESSGIT_UPDATER_STATE_DIR: dir,
+    };
+    const first = startProcess(env);
+    try {
+      await waitFor(() => /"msg":"listening"/.test(first.output()), "the first updater");
+      const second = startProcess(env);
+      expect(await second.exited).toBe(3);
+      expect(second.output()).toMatch(/another updater \(pid \d+/);
+      expect(first.child.exitCode).toBeNull();
+      first.child.kill("SIGTERM");
+      expect(await first.exited).toBe(0);
+    } finally {
+      first.child.kill("SIGKILL");
+    }
+  });
+
   it("stops with exit 3 on a corrupt state file, names it, and leaves it untouched", async () => {
     const dir = join(stateDir, "corrupt");
     const { mkdir } = await import("node:fs/promises");

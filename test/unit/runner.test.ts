@@ -513,11 +513,21 @@ describe("persistence before publication", () => {
     expect((await updaterError(h.runner.watch(testId(1)).next())).code).toBe("not_found");
     expect(h.runner.history()).toEqual([]);
     expect(h.runner.activeJob()).toBeUndefined();
-    expect((await updaterError(h.runner.start({ tag: "v3.0.0" }))).code).toBe("already_exists");
+    // A second caller waits until the first job is readable, then learns its id.
+    let loserSettled = false;
+    const loser = updaterError(h.runner.start({ tag: "v3.0.0" })).finally(() => {
+      loserSettled = true;
+    });
+    await settle();
+    expect(loserSettled).toBe(false);
     h.store.hold = undefined;
     hold.resolve();
     await within(starting, 2000, "start");
     expect(started?.id).toBe(testId(1));
+    const refused = await within(loser, 2000, "the second start");
+    expect(refused.code).toBe("already_exists");
+    expect(refused.message).toContain(testId(1));
+    expect(h.runner.get(testId(1)).id).toBe(testId(1));
     expect((await finished(h.runner, testId(1))).state).toBe("committed");
   });
 
@@ -848,6 +858,30 @@ describe("reconciliation of a job left active by a restart", () => {
     expect(h.runner.get(old.id)).toEqual(old);
     expect(store.saved.some((j) => j.id === old.id)).toBe(false);
     expect(h.runner.state).toBe("idle");
+  });
+
+  it("closes the step the restart interrupted, so no finished job shows a step still running", async () => {
+    const stuck = storedJob(["snapshotting", "pulling"]);
+    stuck.steps.push({
+      state: "pulling",
+      title: "pull",
+      status: "running",
+      startedAt: stuck.updatedAt,
+      output: "50%",
+    });
+    const store = new MemoryJobStore([stuck]);
+    const h = await harness({ store });
+    const end = h.runner.get(STORED_ID);
+    expect(end.state).toBe("aborted");
+    expect(end.steps).toEqual([
+      expect.objectContaining({
+        title: "pull",
+        status: "failed",
+        error: "interrupted: the updater stopped while this step ran",
+        endedAt: expect.any(String),
+        output: "50%",
+      }),
+    ]);
   });
 
   it("discards the partial work when the journal holds the manifest", async () => {
