@@ -46,7 +46,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const token = readSecret(env, "PROCESSGIT_UPDATER_TOKEN", problems, { required: true });
   if (token !== undefined && token.length < MIN_TOKEN_LENGTH) {
     problems.push(
-      `PROCESSGIT_UPDATER_TOKEN is ${token.length} characters long; use at least ${MIN_TOKEN_LENGTH} (for example: openssl rand -hex 32)`,
+      `${env.PROCESSGIT_UPDATER_TOKEN_FILE ? `the token in PROCESSGIT_UPDATER_TOKEN_FILE (${env.PROCESSGIT_UPDATER_TOKEN_FILE})` : "PROCESSGIT_UPDATER_TOKEN"} is ${token.length} characters long; use at least ${MIN_TOKEN_LENGTH} (for example: openssl rand -hex 32)`,
     );
   }
 

@@ -71,7 +71,7 @@ interface CachedResponse {
 
 /** What a request is about, for error messages. */
 interface Subject {
-  /** e.g. `the releases of owner/name`. */
+  /** What was asked for, e.g. `repository owner/name`; read as "GitHub has no <what>". */
   what: string;
   /** Said after a 404. */
   notFoundHint?: string;
@@ -221,7 +221,7 @@ export class GitHubReleases implements ReleaseSource {
 
   private async listReleases(signal: AbortSignal | undefined): Promise<GitHubRelease[]> {
     const subject: Subject = {
-      what: `the releases of ${this.repo}`,
+      what: `repository ${this.repo} (or it has no releases list)`,
       notFoundHint: "; check the repository name, and for a private repository that the token can read it",
     };
     const releases: GitHubRelease[] = [];

@@ -16,6 +16,10 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "../log.js";
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** A new connection must send its first bytes (preface or request line) within this. */
+const FIRST_BYTES_MS = 10_000;
+/** An HTTP/2 connection with no frames at all for this long is closed gracefully. */
+const H2_IDLE_MS = 120_000;
 
 export type PlainRoute = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -30,6 +34,8 @@ export interface ServerOptions {
   readMaxBytes?: number;
   /** Plain HTTP routes outside the RPC router (no auth): /healthz, later /metrics. */
   plain?: PlainRoute;
+  /** A new connection must send its first bytes within this (default 10 s). */
+  firstBytesTimeoutMs?: number;
   log: Logger;
 }
 
@@ -48,6 +54,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     routes: opts.routes,
     interceptors: opts.interceptors ?? [],
     readMaxBytes: opts.readMaxBytes ?? 64 * 1024,
+    // A misspelt field or enum name is an error the caller should see, not a silent default.
+    jsonOptions: { ignoreUnknownFields: false },
     shutdownSignal: shutdown.signal,
     fallback: (req, res) => {
       const answer = opts.plain?.(req);
@@ -68,13 +76,31 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   );
   const h2 = http2.createServer({}, handler);
   const sockets = new Set<net.Socket>();
+  /** Connections that have not yet sent a request the servers could take (no preface, no headers). */
+  const unsettled = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
     sessions.add(session);
+    if (session.socket) unsettled.delete(session.socket as net.Socket);
+    // An HTTP/2 connection with no traffic at all for this long is closed (gracefully: open
+    // streams, even silent ones such as a long WatchJob, are not cut).
+    session.setTimeout(H2_IDLE_MS, () => session.close());
     session.on("close", () => sessions.delete(session));
     session.on("error", () => {});
   });
-  for (const s of [h1, h2]) s.on("clientError", (_err: unknown, socket: net.Socket) => socket.destroy());
+  h1.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
+    // Answer what can be answered (headers too large, too slow), then hang up.
+    const status =
+      err.code === "HPE_HEADER_OVERFLOW"
+        ? "431 Request Header Fields Too Large"
+        : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? "408 Request Timeout"
+          : "400 Bad Request";
+    if (socket.writable && !socket.destroyed)
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    socket.destroy();
+  });
+  h2.on("sessionError", () => {});
 
   let stopping = false;
   const front = net.createServer({ noDelay: true }, (socket) => {
@@ -83,9 +109,20 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       return;
     }
     sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
+    unsettled.add(socket);
+    socket.on("close", () => {
+      sockets.delete(socket);
+      unsettled.delete(socket);
+    });
     socket.on("error", () => {});
-    route(socket, h1, h2);
+    // A connection that says nothing is dropped; once routed, the HTTP servers' own timeouts apply.
+    socket.setTimeout(opts.firstBytesTimeoutMs ?? FIRST_BYTES_MS, () => {
+      if (unsettled.has(socket)) socket.destroy();
+    });
+    route(socket, h1, h2, (kind) => {
+      if (kind === "http1") unsettled.delete(socket);
+      socket.setTimeout(0);
+    });
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -112,6 +149,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         stopping = true;
         const frontClosed = new Promise<void>((resolve) => front.close(() => resolve()));
         shutdown.abort();
+        for (const socket of unsettled) socket.destroy();
         const deadline = Date.now() + graceMs;
         while (sockets.size > 0 && Date.now() < deadline) {
           // Repeated: a connection accepted just before the listener closed may only now have
@@ -139,7 +177,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 }
 
 /** Reads just enough of a new connection to tell HTTP/2 prior knowledge from HTTP/1.x. */
-function route(socket: net.Socket, h1: http.Server, h2: http2.Http2Server): void {
+function route(
+  socket: net.Socket,
+  h1: http.Server,
+  h2: http2.Http2Server,
+  routed: (kind: "http1" | "http2") => void,
+): void {
   let seen = Buffer.alloc(0);
   const onData = (chunk: Buffer) => {
     seen = Buffer.concat([seen, chunk]);
@@ -150,8 +193,10 @@ function route(socket: net.Socket, h1: http.Server, h2: http2.Http2Server): void
     socket.pause();
     socket.unshift(seen);
     if (isH2Prefix) {
+      routed("http2");
       h2.emit("connection", socket);
     } else {
+      routed("http1");
       h1.emit("connection", socket);
       socket.resume();
     }

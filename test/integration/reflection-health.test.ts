@@ -415,7 +415,7 @@ describe("reflection and health on a real server", () => {
 });
 
 describe("health on shutdown", () => {
-  it("turns every service NOT_SERVING, ignores later updates and cancels watches on close", async () => {
+  it("turns every service NOT_SERVING, ignores later updates and ends watches with UNAVAILABLE on close", async () => {
     const state = new HealthState();
     state.set(UPDATER, ServingStatus.SERVING);
     const server = await startServer(state);
@@ -431,7 +431,8 @@ describe("health on shutdown", () => {
       });
       const ended = statusOf(watch.call);
       await server.close();
-      expect((await ended).code).toBe(grpc.status.CANCELLED);
+      // Retryable, so clients reconnect to the next instance.
+      expect((await ended).code).toBe(grpc.status.UNAVAILABLE);
     } finally {
       client.close();
     }
