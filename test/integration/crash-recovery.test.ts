@@ -1,0 +1,181 @@
+/**
+ * kill -9 of the updater in the middle of an update, on a real engine, then a restart: the next
+ * start reconciles the interrupted job before anything else, and the app ends up serving, with
+ * exactly one app container and its data either byte-identical to before or fully migrated.
+ *
+ * The updater runs as its own process (test/helpers/update-process.ts, built to dist/): the
+ * orchestrator, the Docker adapter and the file store, with the in-memory release stand-ins.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Job } from "../../src/orchestrator/job.js";
+import {
+  type App,
+  appContainers,
+  buildFixtures,
+  type Fixture,
+  fingerprint,
+  imageOf,
+  serving,
+  startApp,
+  waitServing,
+} from "../helpers/app-fixture.js";
+import { DockerJanitor, type EngineEnv, requireEngine } from "../helpers/docker.js";
+import type { UpdateProcessConfig } from "../helpers/update-process.js";
+
+const root = join(import.meta.dirname, "../..");
+let fixtures: Record<string, Fixture>;
+let env: EngineEnv;
+let janitor: DockerJanitor;
+let work: string;
+
+beforeAll(async () => {
+  env = await requireEngine();
+  janitor = new DockerJanitor(env);
+  fixtures = buildFixtures();
+  work = await mkdtemp(join(tmpdir(), "pgu-crash-"));
+}, 120_000);
+
+afterAll(async () => {
+  await janitor?.cleanup();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+const v1 = () => fixtures.v1 as Fixture;
+const v2 = () => fixtures.v2 as Fixture;
+
+interface Proc {
+  child: ChildProcess;
+  lines: string[];
+  exited: Promise<number | null>;
+}
+
+function updater(config: UpdateProcessConfig): Proc {
+  const child = spawn(
+    process.execPath,
+    [join(root, "dist/test/helpers/update-process.js"), JSON.stringify(config)],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { PATH: process.env.PATH, DOCKER_HOST: env.dockerHost },
+    },
+  );
+  const lines: string[] = [];
+  let buffer = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    buffer += d.toString();
+    const parts = buffer.split("\n");
+    buffer = parts.pop() ?? "";
+    lines.push(...parts.filter(Boolean));
+  });
+  child.stderr?.on("data", (d: Buffer) => lines.push(`stderr: ${d.toString()}`));
+  return { child, lines, exited: new Promise((resolve) => child.on("exit", (code) => resolve(code))) };
+}
+
+async function until(p: Proc, pattern: RegExp, ms = 60_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!p.lines.some((l) => pattern.test(l))) {
+    if (Date.now() > deadline) throw new Error(`never saw ${pattern}:\n${p.lines.join("\n")}`);
+    if (p.child.exitCode !== null)
+      throw new Error(`the updater exited before ${pattern}:\n${p.lines.join("\n")}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function result(p: Proc): Job {
+  const line = p.lines.find((l) => l.startsWith('{"result"'));
+  if (!line) throw new Error(`no result:\n${p.lines.join("\n")}`);
+  return (JSON.parse(line) as { result: Job }).result;
+}
+
+function configFor(
+  app: App,
+  migration: Record<string, unknown>,
+): (mode: "update" | "reconcile") => UpdateProcessConfig {
+  const dir = join(work, app.name);
+  return (mode) => ({
+    mode,
+    stateDir: join(dir, "state"),
+    snapshotDir: join(dir, "snapshots"),
+    dockerHost: env.dockerHost,
+    appContainer: app.name,
+    tag: `v${v2().version}`,
+    manifest: { image: imageOf(v2()), migration },
+  });
+}
+
+/** Kills the updater with SIGKILL when `pattern` shows in its log (after `delayMs`), restarts it, and returns the reconciled job. */
+async function killAndRestart(
+  app: App,
+  migration: Record<string, unknown>,
+  pattern: RegExp,
+  delayMs = 0,
+  afterKill: () => Promise<void> = async () => {},
+): Promise<Job> {
+  const config = configFor(app, migration);
+  const first = updater(config("update"));
+  await until(first, pattern);
+  if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+  first.child.kill("SIGKILL");
+  await first.exited;
+  await afterKill();
+  const second = updater(config("reconcile"));
+  expect(await second.exited, second.lines.join("\n")).toBe(0);
+  return result(second);
+}
+
+const MIGRATE = {
+  required: true,
+  command: ["/bin/sh", "/opt/app/migrate.sh"],
+  estimated_downtime_seconds: 0,
+};
+
+describe("kill -9 of the updater mid-update, then a restart", () => {
+  it("during the pull: the job is closed, nothing changed, v1 serves on its data", async () => {
+    const app = await startApp(janitor, v1());
+    const before = await fingerprint(janitor, v1().ref, app.volume);
+    const job = await killAndRestart(app, MIGRATE, /"state":"pulling"/);
+    expect(["aborted", "rolled_back"]).toContain(job.state);
+    expect(job.error?.reason).toBe("INTERRUPTED");
+    expect(job.recoveries).toBe(1);
+    expect(await serving(app.port)).toBe("1.0.0");
+    expect(await fingerprint(janitor, v1().ref, app.volume)).toBe(before);
+    expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
+  }, 120_000);
+
+  it("during a migration that stopped the app and already changed the data: restored, v1 serves", async () => {
+    const app = await startApp(janitor, v1());
+    const before = await fingerprint(janitor, v1().ref, app.volume);
+    // The migration changes the data, then keeps running: the kill lands in the middle of it.
+    const slowMigration = {
+      required: true,
+      command: ["/bin/sh", "-c", "/bin/sh /opt/app/migrate.sh && sleep 30"],
+      estimated_downtime_seconds: 60,
+    };
+    const job = await killAndRestart(app, slowMigration, /"state":"migrating"/, 1500, async () => {
+      // The kill left the data half-way: migrated, with the app stopped.
+      expect(await fingerprint(janitor, v1().ref, app.volume)).not.toBe(before);
+      expect(await serving(app.port)).toBeUndefined();
+    });
+    expect(job.state, JSON.stringify(job.error)).toBe("rolled_back");
+    expect(job.error?.reason).toBe("INTERRUPTED");
+    await waitServing(app.port, "1.0.0");
+    expect(await fingerprint(janitor, v1().ref, app.volume)).toBe(before);
+    expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
+  }, 120_000);
+
+  it("right after the swap: exactly one app container ends up serving", async () => {
+    const app = await startApp(janitor, v1());
+    const before = await fingerprint(janitor, v1().ref, app.volume);
+    const job = await killAndRestart(app, MIGRATE, /"state":"healthchecking"/);
+    expect(["rolled_back", "committed"]).toContain(job.state);
+    const version = job.state === "committed" ? "2.0.0" : "1.0.0";
+    await waitServing(app.port, version);
+    const containers = await appContainers(app.name);
+    expect(containers).toHaveLength(1);
+    expect(containers[0]).toMatch(new RegExp(`^${app.name} running `));
+    if (version === "1.0.0") expect(await fingerprint(janitor, v1().ref, app.volume)).toBe(before);
+  }, 120_000);
+});
