@@ -135,7 +135,10 @@ async function startProber(port: number): Promise<Prober> {
   });
   let onResult: ((r: ProbeResult) => void) | undefined;
   const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`prober on port ${port} saw no 200 within 10 s`)), 10_000);
+    const timer = setTimeout(
+      () => reject(new Error(`prober on port ${port} saw no 200 within 10 s`)),
+      10_000,
+    );
     worker.on("message", (msg: { type: string; result?: ProbeResult }) => {
       if (msg.type === "ready") {
         clearTimeout(timer);
@@ -190,7 +193,10 @@ function longestGap(ok: number[], from: number, to: number): Gap {
   const last = ok.at(-1);
   if (first === undefined || last === undefined || first > from)
     throw new Error("the prober saw no 200 before the window");
-  if (last < to) throw new Error(`the prober saw no 200 after the window (last ${(to - last).toFixed(1)} ms before its end)`);
+  if (last < to)
+    throw new Error(
+      `the prober saw no 200 after the window (last ${(to - last).toFixed(1)} ms before its end)`,
+    );
   let best: Gap = { gapMs: -1, lastOk: first, firstOk: first };
   for (let i = 0; i + 1 < ok.length; i++) {
     const a = ok[i] as number;
@@ -328,9 +334,11 @@ async function startApp(b: Bench, method: string): Promise<App> {
 /** Removes every container of the app (the updater's clone carries the app's labels) and its volume. */
 async function removeApp(b: Bench, app: App): Promise<void> {
   await removeLabelled(b.client, `${BENCH_APP_LABEL}=${app.name}`);
-  await b.client.json("DELETE", `/volumes/${encodeURIComponent(app.volume)}`, { query: { force: true } }).catch(
-    (err: unknown) => process.stderr.write(`swap bench: could not remove volume ${app.volume}: ${String(err)}\n`),
-  );
+  await b.client
+    .json("DELETE", `/volumes/${encodeURIComponent(app.volume)}`, { query: { force: true } })
+    .catch((err: unknown) =>
+      process.stderr.write(`swap bench: could not remove volume ${app.volume}: ${String(err)}\n`),
+    );
 }
 
 async function removeLabelled(client: DockerClient, label: string): Promise<void> {
@@ -456,7 +464,8 @@ async function updaterRun(b: Bench): Promise<UpdaterSample> {
     const probes = await prober.stop();
     prober = undefined;
     const served = await version(app.port);
-    if (served !== b.v2.version) throw new Error(`after the update the app serves ${served}, not ${b.v2.version}`);
+    if (served !== b.v2.version)
+      throw new Error(`after the update the app serves ${served}, not ${b.v2.version}`);
     const gap = longestGap(probes.ok, t0, t1);
     const stop = marks.find((m) => m.what === "stop");
     const start = marks.find((m) => m.what === "start");
@@ -508,7 +517,8 @@ async function cliRun(b: Bench): Promise<CliSample> {
     const probes = await prober.stop();
     prober = undefined;
     const served = await version(app.port);
-    if (served !== b.v2.version) throw new Error(`after docker run the app serves ${served}, not ${b.v2.version}`);
+    if (served !== b.v2.version)
+      throw new Error(`after docker run the app serves ${served}, not ${b.v2.version}`);
     const gap = longestGap(probes.ok, t0, t3);
     return {
       downtimeMs: gap.gapMs,
@@ -608,7 +618,8 @@ async function main(): Promise<number> {
     throw new Error('DOCKER_HOST is not set: run eval "$(bash scripts/engine.sh start)" in this shell first');
   const root = join(import.meta.dirname, "../..");
   const fixturesOut = await run("bash", [join(root, "scripts/fixtures.sh")], { timeoutMs: 180_000 });
-  if (fixturesOut.code !== 0) throw new Error(`scripts/fixtures.sh failed: ${fixturesOut.stderr.slice(-2000)}`);
+  if (fixturesOut.code !== 0)
+    throw new Error(`scripts/fixtures.sh failed: ${fixturesOut.stderr.slice(-2000)}`);
   const images = (JSON.parse(fixturesOut.stdout) as { images: Record<string, Fixture> }).images;
   if (!images.v1 || !images.v2) throw new Error("scripts/fixtures.sh printed no v1 or v2");
   const b: Bench = {
@@ -712,7 +723,9 @@ if (isMainThread) {
       process.exitCode = code;
     },
     (err: unknown) => {
-      process.stderr.write(`swap bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.stderr.write(
+        `swap bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      );
       process.exitCode = 1;
     },
   );

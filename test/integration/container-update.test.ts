@@ -25,7 +25,6 @@ import {
   buildFixtures,
   type Fixture,
   fingerprint,
-  imageOf,
   serving,
   startApp,
   waitServing,
