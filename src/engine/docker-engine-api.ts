@@ -188,6 +188,7 @@ export class DockerEngineApi implements ContainerEngine {
           done(null, chunk);
         },
       });
+      const began = Date.now();
       const tar = await this.client.archiveGet(app.Id, m.Destination, ctx.signal);
       await pipeline(tar, counter, createWriteStream(join(dir, file), { mode: 0o600 }), {
         signal: ctx.signal,
@@ -203,7 +204,7 @@ export class DockerEngineApi implements ContainerEngine {
       if (m.Source) entry.source = m.Source;
       manifest.mounts.push(entry);
       ctx.output(
-        `archived ${m.Destination} (${entry.type}${m.Name ? ` ${m.Name}` : ""}): ${formatBytes(bytes)}, sha256 ${entry.sha256.slice(0, 16)}\n`,
+        `archived ${m.Destination} (${entry.type}${m.Name ? ` ${m.Name}` : ""}): ${formatBytes(bytes)} in ${Date.now() - began} ms, sha256 ${entry.sha256.slice(0, 16)}\n`,
       );
     }
     await writeFileAtomic(join(dir, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
@@ -496,6 +497,7 @@ export class DockerEngineApi implements ContainerEngine {
         },
         ctx.signal,
       );
+      const began = Date.now();
       try {
         await this.client.startContainer(helper, ctx.signal);
         const code = await this.client.wait(helper, ctx.signal, { timeoutMs: 10 * 60_000 });
@@ -521,7 +523,7 @@ export class DockerEngineApi implements ContainerEngine {
           ctx.signal,
         );
         ctx.output(
-          `restored ${m.destination} (${m.name ?? m.source ?? m.type}) from the snapshot (${formatBytes(m.bytes)})\n`,
+          `restored ${m.destination} (${m.name ?? m.source ?? m.type}) from the snapshot (${formatBytes(m.bytes)}) in ${Date.now() - began} ms\n`,
         );
       } finally {
         await this.client.removeContainer(helper, { force: true }).catch(() => {});

@@ -4,6 +4,7 @@
  * fingerprint of its data, and which app containers exist.
  */
 import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type DockerJanitor, docker, labelArgs, runOnce } from "./docker.js";
 
@@ -20,7 +21,10 @@ export interface App {
   port: number;
 }
 
-const root = join(import.meta.dirname, "../..");
+/** The checkout's root, from the source tree or from dist/ (benchmarks run compiled). */
+const root = [join(import.meta.dirname, "../.."), join(import.meta.dirname, "../../..")].find((dir) =>
+  existsSync(join(dir, "scripts/fixtures.sh")),
+) as string;
 let nextPort = 28_200 + Math.floor(Math.random() * 1500);
 
 /** Builds (or reuses) and pushes the fixture images; returns them by variant name. */
