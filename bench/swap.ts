@@ -27,7 +27,7 @@ import * as http from "node:http";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
+import { isMainThread, parentPort, Worker } from "node:worker_threads";
 import { DockerClient, type JsonCallOptions } from "../src/engine/docker-client.js";
 import { DockerEngineApi } from "../src/engine/docker-engine-api.js";
 import { silentLogger } from "../src/log.js";
@@ -61,11 +61,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // The prober (worker thread)
 // ---------------------------------------------------------------------------------------------
 
-interface ProberData {
-  port: number;
-  maxMs: number;
-}
-
 interface ProbeResult {
   /** Arrival times of every 200, ascending. */
   ok: number[];
@@ -73,108 +68,136 @@ interface ProbeResult {
   failed: number;
 }
 
-function proberThread(data: ProberData): void {
+/** Messages to the prober thread. */
+type ProberCommand = { type: "start"; port: number; maxMs: number } | { type: "stop" };
+
+/**
+ * The prober thread: one for the whole bench, started first, so that it never has to load this
+ * file again later (a rebuild of dist/ during the bench would not break it). One session at a time:
+ * "start" probes a port (and reports "ready" at the first 200), "stop" reports the result.
+ */
+function proberThread(): void {
   const port = parentPort;
   if (!port) return;
-  const ok: number[] = [];
+  let ok: number[] = [];
   let sent = 0;
   let failed = 0;
   let inflight = 0;
-  let ready = false;
-  const started = Date.now();
-  const probe = () => {
+  let timer: NodeJS.Timeout | undefined;
+  const probe = (target: number, until: number, session: number) => {
     if (inflight >= PROBE_MAX_INFLIGHT) return;
-    if (Date.now() - started > data.maxMs) {
+    if (Date.now() > until) {
       clearInterval(timer);
       return;
     }
     inflight++;
     sent++;
     const req = http.get(
-      { host: "127.0.0.1", port: data.port, path: "/health", agent: false, timeout: PROBE_TIMEOUT_MS },
+      { host: "127.0.0.1", port: target, path: "/health", agent: false, timeout: PROBE_TIMEOUT_MS },
       (res) => {
         const at = now();
         res.resume();
+        if (session !== sessions) return;
         if (res.statusCode === 200) {
           ok.push(at);
-          if (!ready) {
-            ready = true;
-            port.postMessage({ type: "ready" });
-          }
+          if (ok.length === 1) port.postMessage({ type: "ready" });
         } else failed++;
       },
     );
     req.on("timeout", () => req.destroy(new Error("probe timeout")));
     req.on("error", () => {
-      failed++;
+      if (session === sessions) failed++;
     });
     req.once("close", () => {
       inflight--;
     });
   };
-  const timer = setInterval(probe, PROBE_INTERVAL_MS);
-  port.on("message", async (msg: unknown) => {
-    if (msg !== "stop") return;
-    clearInterval(timer);
-    for (let i = 0; i < 50 && inflight > 0; i++) await sleep(5);
-    const result: ProbeResult = { ok: ok.sort((a, b) => a - b), sent, failed };
-    port.postMessage({ type: "result", result });
-    port.close();
+  let sessions = 0;
+  port.on("message", async (msg: ProberCommand) => {
+    if (msg.type === "start") {
+      clearInterval(timer);
+      ok = [];
+      sent = 0;
+      failed = 0;
+      const session = ++sessions;
+      const until = Date.now() + msg.maxMs;
+      timer = setInterval(() => probe(msg.port, until, session), PROBE_INTERVAL_MS);
+    } else {
+      clearInterval(timer);
+      for (let i = 0; i < 50 && inflight > 0; i++) await sleep(5);
+      const result: ProbeResult = { ok: [...ok].sort((a, b) => a - b), sent, failed };
+      sessions++;
+      port.postMessage({ type: "result", result });
+    }
   });
 }
 
-interface Prober {
-  stop(): Promise<ProbeResult>;
-  kill(): Promise<void>;
-}
+/** The main thread's handle on the prober thread. */
+class ProberHost {
+  private readonly worker = new Worker(new URL(import.meta.url));
+  private waiter:
+    | { type: string; resolve: (r?: ProbeResult) => void; reject: (e: Error) => void }
+    | undefined;
+  private dead: Error | undefined;
 
-/** Starts a prober on `port` and resolves once it has seen the first 200. */
-async function startProber(port: number): Promise<Prober> {
-  const worker = new Worker(new URL(import.meta.url), {
-    workerData: { port, maxMs: 120_000 } satisfies ProberData,
-  });
-  let onResult: ((r: ProbeResult) => void) | undefined;
-  const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`prober on port ${port} saw no 200 within 10 s`)),
-      10_000,
-    );
-    worker.on("message", (msg: { type: string; result?: ProbeResult }) => {
-      if (msg.type === "ready") {
-        clearTimeout(timer);
-        resolve();
-      } else if (msg.type === "result" && msg.result) onResult?.(msg.result);
+  constructor() {
+    this.worker.on("message", (msg: { type: string; result?: ProbeResult }) => {
+      if (this.waiter?.type === msg.type) {
+        const w = this.waiter;
+        this.waiter = undefined;
+        w.resolve(msg.result);
+      }
     });
-    worker.once("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
-  const kill = async () => {
-    await worker.terminate().catch(() => undefined);
-  };
-  try {
-    await ready;
-  } catch (err) {
-    await kill();
-    throw err;
+    const die = (err: Error) => {
+      this.dead ??= err;
+      this.waiter?.reject(err);
+      this.waiter = undefined;
+    };
+    this.worker.once("error", die);
+    this.worker.once("exit", (code) => die(new Error(`the prober thread exited (${code})`)));
   }
-  return {
-    kill,
-    stop: () =>
-      new Promise<ProbeResult>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          void kill();
-          reject(new Error("the prober did not report within 5 s"));
-        }, 5000);
-        onResult = (r) => {
+
+  private send(cmd: ProberCommand, answer: string, ms: number): Promise<ProbeResult | undefined> {
+    if (this.dead) return Promise.reject(this.dead);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        reject(new Error(`the prober did not answer "${answer}" within ${ms} ms`));
+      }, ms);
+      this.waiter = {
+        type: answer,
+        resolve: (r) => {
           clearTimeout(timer);
-          void kill();
           resolve(r);
-        };
-        worker.postMessage("stop");
-      }),
-  };
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      this.worker.postMessage(cmd);
+    });
+  }
+
+  /** Starts probing `port`; resolves at the first 200. */
+  async start(port: number): Promise<void> {
+    try {
+      await this.send({ type: "start", port, maxMs: 120_000 }, "ready", 10_000);
+    } catch (err) {
+      await this.stop().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async stop(): Promise<ProbeResult> {
+    const r = await this.send({ type: "stop" }, "result", 5000);
+    if (!r) throw new Error("the prober sent no result");
+    return r;
+  }
+
+  async close(): Promise<void> {
+    await this.worker.terminate().catch(() => undefined);
+  }
 }
 
 interface Gap {
@@ -231,6 +254,7 @@ interface Bench {
   v1: Fixture;
   v2: Fixture;
   client: DockerClient;
+  prober: ProberHost;
   seq: number;
   usedPorts: Set<number>;
 }
@@ -450,10 +474,11 @@ async function updaterRun(b: Bench): Promise<UpdaterSample> {
     newId: () => crypto.randomUUID(),
     log: silentLogger,
   });
-  let prober: Prober | undefined;
+  let probing = false;
   try {
     await runner.open();
-    prober = await startProber(app.port);
+    await b.prober.start(app.port);
+    probing = true;
     const t0 = now();
     const job = await runner.start({ tag });
     const end = await finished(runner, job.id, 60_000);
@@ -461,8 +486,8 @@ async function updaterRun(b: Bench): Promise<UpdaterSample> {
     if (end.state !== "committed") throw new Error(`the update did not commit: ${explain(end)}`);
     await waitHealthy(app.port, 5000);
     await sleep(20);
-    const probes = await prober.stop();
-    prober = undefined;
+    probing = false;
+    const probes = await b.prober.stop();
     const served = await version(app.port);
     if (served !== b.v2.version)
       throw new Error(`after the update the app serves ${served}, not ${b.v2.version}`);
@@ -482,7 +507,7 @@ async function updaterRun(b: Bench): Promise<UpdaterSample> {
       preGapMs: stop.start - create.start,
     };
   } finally {
-    await prober?.kill();
+    if (probing) await b.prober.stop().catch(() => undefined);
     await runner.shutdown(1000).catch(() => undefined);
     engine.client.close();
     await removeApp(b, app);
@@ -501,9 +526,10 @@ interface CliSample {
 
 async function cliRun(b: Bench): Promise<CliSample> {
   const app = await startApp(b, "cli");
-  let prober: Prober | undefined;
+  let probing = false;
   try {
-    prober = await startProber(app.port);
+    await b.prober.start(app.port);
+    probing = true;
     // docker stop NAME && docker rm NAME && docker run -d --name NAME ...same flags... v2
     const t0 = now();
     await docker(["stop", app.name]);
@@ -514,8 +540,8 @@ async function cliRun(b: Bench): Promise<CliSample> {
     const t3 = now();
     await waitHealthy(app.port, 10_000);
     await sleep(20);
-    const probes = await prober.stop();
-    prober = undefined;
+    probing = false;
+    const probes = await b.prober.stop();
     const served = await version(app.port);
     if (served !== b.v2.version)
       throw new Error(`after docker run the app serves ${served}, not ${b.v2.version}`);
@@ -530,7 +556,7 @@ async function cliRun(b: Bench): Promise<CliSample> {
       runEndToFirstOkMs: gap.firstOk - t3,
     };
   } finally {
-    await prober?.kill();
+    if (probing) await b.prober.stop().catch(() => undefined);
     await removeApp(b, app);
   }
 }
@@ -546,11 +572,12 @@ interface EngineSample {
 
 async function engineRun(b: Bench): Promise<EngineSample> {
   const app = await startApp(b, "engine");
-  let prober: Prober | undefined;
+  let probing = false;
   try {
     const c = await b.client.inspectContainer(app.name); // also warms the keep-alive connection
     const t = typeof c.Config.StopTimeout === "number" ? c.Config.StopTimeout : 10;
-    prober = await startProber(app.port);
+    await b.prober.start(app.port);
+    probing = true;
     const t0 = now();
     await b.client.json("POST", `/containers/${c.Id}/stop`, {
       query: { t },
@@ -562,8 +589,8 @@ async function engineRun(b: Bench): Promise<EngineSample> {
     const t2 = now();
     await waitHealthy(app.port, 10_000);
     await sleep(20);
-    const probes = await prober.stop();
-    prober = undefined;
+    probing = false;
+    const probes = await b.prober.stop();
     const gap = longestGap(probes.ok, t0, t2);
     return {
       stopStartMs: t2 - t0,
@@ -573,7 +600,7 @@ async function engineRun(b: Bench): Promise<EngineSample> {
       startEndToFirstOkMs: gap.firstOk - t2,
     };
   } finally {
-    await prober?.kill();
+    if (probing) await b.prober.stop().catch(() => undefined);
     await removeApp(b, app);
   }
 }
@@ -629,23 +656,34 @@ async function main(): Promise<number> {
     v1: images.v1,
     v2: images.v2,
     client: new DockerClient({ dockerHost, timeoutMs: 30_000 }),
+    prober: new ProberHost(),
     seq: 0,
     usedPorts: new Set(),
   };
   let cleaned: Promise<void> | undefined;
   const cleanup = () => {
-    cleaned ??= sweep(b).finally(() => b.client.close());
+    cleaned ??= sweep(b).finally(async () => {
+      b.client.close();
+      await b.prober.close();
+    });
     return cleaned;
+  };
+  // A signal arrives while a run is still working: sweep, let that run's next engine call fail,
+  // and sweep again for anything it created in between.
+  const interrupted = async () => {
+    await sweep(b).catch(() => undefined);
+    await sleep(300);
+    await cleanup();
   };
   const onSignal = (sig: NodeJS.Signals) => {
     log(`${sig}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
+    void interrupted().finally(() => process.exit(130));
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   const watchdog = setTimeout(() => {
     log("watchdog: the bench ran over its budget by a minute; cleaning up and exiting");
-    void cleanup().finally(() => process.exit(2));
+    void interrupted().finally(() => process.exit(2));
   }, BENCH_BUDGET_MS + 60_000);
   watchdog.unref();
 
@@ -730,5 +768,5 @@ if (isMainThread) {
     },
   );
 } else {
-  proberThread(workerData as ProberData);
+  proberThread();
 }
