@@ -151,10 +151,68 @@ export class DockerEngineApi implements ContainerEngine {
     ctx.output(
       `snapshot space: need about ${formatBytes(needed)}, ${formatBytes(free)} free in ${this.opts.snapshotDir}\n`,
     );
+    await this.checkEngineDisk(ctx, app);
+    await this.checkReadinessUrl(ctx);
     if (needed + margin > free) {
       throw new UpdaterError(
         "failed_precondition",
         `not enough disk for the snapshot: about ${formatBytes(needed)} needed plus ${formatBytes(margin)} margin, ${formatBytes(free)} free in ${this.opts.snapshotDir}`,
+        {
+          reason: "PREFLIGHT_FAILED",
+        },
+      );
+    }
+  }
+
+  /**
+   * The readiness URL must answer 2xx for the running version before anything changes: else the
+   * verdict after the swap would fail for reasons that have nothing to do with the new version
+   * (a wrong URL), and the rollback could not prove the previous version healthy either.
+   */
+  private async checkReadinessUrl(ctx: StepContext): Promise<void> {
+    const url = this.opts.healthUrl;
+    if (!url) return;
+    const status = await probe(url, ctx.signal);
+    ctx.output(`readiness URL ${url}: ${status.text} for the running version\n`);
+    if (!status.ok) {
+      throw new UpdaterError(
+        "failed_precondition",
+        `the readiness URL ${url} (PROCESSGIT_UPDATER_HEALTH_URL) answers ${status.text} for the running version; fix the URL before updating`,
+        {
+          reason: "PREFLIGHT_FAILED",
+        },
+      );
+    }
+  }
+
+  /**
+   * Room for the new image where the engine keeps its images. The new image's size is not known
+   * before the pull; the running image's size stands in for it. The engine's data root is only
+   * visible when the updater shares its filesystem (as on a plain host); otherwise the step says
+   * the check was not possible.
+   */
+  private async checkEngineDisk(ctx: StepContext, app: ContainerInspect): Promise<void> {
+    const [info, image] = await Promise.all([
+      this.client.json<{ DockerRootDir?: string }>("GET", "/info", { signal: ctx.signal }),
+      this.client.inspectImage(app.Image, ctx.signal).catch(() => undefined),
+    ]);
+    const root = info.DockerRootDir;
+    const fs = root ? await statfs(root).catch(() => undefined) : undefined;
+    const estimate = Math.round(Number(image?.Size ?? 0) * 1.2);
+    if (!fs || !root) {
+      ctx.output(
+        `image space: the engine's data root ${root ?? "(unknown)"} is not visible from the updater; not checked\n`,
+      );
+      return;
+    }
+    const free = Number(fs.bavail) * Number(fs.bsize);
+    ctx.output(
+      `image space: need about ${formatBytes(estimate)} (the running image's size + 20%), ${formatBytes(free)} free in ${root}\n`,
+    );
+    if (estimate > free) {
+      throw new UpdaterError(
+        "failed_precondition",
+        `not enough disk for the new image: about ${formatBytes(estimate)} needed, ${formatBytes(free)} free in the engine's data root ${root}; prune unused images (docker image prune)`,
         {
           reason: "PREFLIGHT_FAILED",
         },
@@ -561,15 +619,9 @@ export class DockerEngineApi implements ContainerEngine {
       let urlStatus = "not configured";
       let urlOk = true;
       if (url) {
-        try {
-          const res = await fetch(url, { signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(2000)]) });
-          await res.arrayBuffer().catch(() => {});
-          urlStatus = String(res.status);
-          urlOk = res.status >= 200 && res.status < 300;
-        } catch (err) {
-          urlStatus = `no answer (${errorMessage(err)})`;
-          urlOk = false;
-        }
+        const answer = await probe(url, ctx.signal);
+        urlStatus = answer.text;
+        urlOk = answer.ok;
       }
       const evidence = `running=${running} restarts=${restarts} healthcheck=${health} readiness=${urlStatus}`;
       if (evidence !== last) {
@@ -750,6 +802,18 @@ function notFoundAs(err: unknown, message: string, reason?: string): unknown {
     return new UpdaterError("failed_precondition", message, { cause: err, ...(reason ? { reason } : {}) });
   }
   return err;
+}
+
+/** One GET of a readiness URL, bounded to 2 s. */
+async function probe(url: string, signal: AbortSignal): Promise<{ ok: boolean; text: string }> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.any([signal, AbortSignal.timeout(2000)]) });
+    await res.arrayBuffer().catch(() => {});
+    return { ok: res.status >= 200 && res.status < 300, text: String(res.status) };
+  } catch (err) {
+    signal.throwIfAborted();
+    return { ok: false, text: `no answer (${errorMessage(err)})` };
+  }
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

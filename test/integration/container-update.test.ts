@@ -29,7 +29,7 @@ import {
   startApp,
   waitServing,
 } from "../helpers/app-fixture.js";
-import { DockerJanitor, type EngineEnv, requireEngine } from "../helpers/docker.js";
+import { DockerJanitor, docker, type EngineEnv, requireEngine } from "../helpers/docker.js";
 import { finished } from "../helpers/runner-harness.js";
 
 let fixtures: Record<string, Fixture>;
@@ -59,7 +59,7 @@ const v1 = () => fixtures.v1 as Fixture;
 function runnerFor(
   app: App,
   variant: string,
-  options: { soakMs?: number } = {},
+  options: { soakMs?: number; healthUrl?: string; deadlineMs?: number } = {},
 ): { runner: JobRunner; tag: string } {
   const fixture = fixtures[variant];
   if (!fixture) throw new Error(`no fixture ${variant}`);
@@ -89,8 +89,9 @@ function runnerFor(
       dockerHost: env.dockerHost,
       appContainer: app.name,
       snapshotDir: join(work, app.name, "snapshots"),
-      healthDeadlineMs: 15_000,
+      healthDeadlineMs: options.deadlineMs ?? 15_000,
       healthSoakMs: options.soakMs ?? 1500,
+      ...(options.healthUrl ? { healthUrl: options.healthUrl } : {}),
       healthIntervalMs: 100,
       migrationTimeoutMs: 60_000,
     }),
@@ -102,8 +103,12 @@ function runnerFor(
   return { runner, tag };
 }
 
-async function update(app: App, variant: string): Promise<Job> {
-  const { runner, tag } = runnerFor(app, variant);
+async function update(
+  app: App,
+  variant: string,
+  options: Parameters<typeof runnerFor>[2] = {},
+): Promise<Job> {
+  const { runner, tag } = runnerFor(app, variant, options);
   await runner.open();
   const job = await runner.start({ tag });
   return finished(runner, job.id, 90_000);
@@ -158,6 +163,50 @@ describe("updates on a real engine", () => {
       expect(job.steps.find((s) => s.state === "rolling_back")?.output).toContain("restored /data");
     }, 120_000);
   }
+
+  it("the readiness URL is part of the verdict, and must answer for the running version before anything changes", async () => {
+    const app = await startApp(janitor, v1());
+    const good = await update(app, "v2", { healthUrl: `http://127.0.0.1:${app.port}/health` });
+    expect(good.state, explain(good)).toBe("committed");
+    expect(good.steps.find((s) => s.state === "healthchecking")?.output).toContain("readiness=200");
+
+    const other = await startApp(janitor, v1());
+    const bad = await update(other, "v2", {
+      healthUrl: `http://127.0.0.1:${other.port}/not-there`,
+      deadlineMs: 4000,
+    });
+    expect(bad.state, explain(bad)).toBe("aborted");
+    expect(bad.error?.reason).toBe("PREFLIGHT_FAILED");
+    expect(bad.error?.message).toContain("answers 404 for the running version");
+    expect(await serving(other.port)).toBe("1.0.0");
+    expect(await appContainers(other.name)).toEqual([`${other.name} running ${v1().ref}`]);
+  }, 120_000);
+
+  it("a rollback that cannot finish ends failed, with the exact manual steps", async () => {
+    const app = await startApp(janitor, v1());
+    const { runner, tag } = runnerFor(app, "never-healthy");
+    await runner.open();
+    const started = await runner.start({ tag });
+    let end: Job | undefined;
+    let sabotaged = false;
+    for await (const job of runner.watch(started.id)) {
+      if (!sabotaged && job.state === "healthchecking") {
+        // Someone removes the kept previous container while the new one is being judged.
+        await docker(["rm", "-f", job.journal.facts["app.id"] ?? ""]);
+        sabotaged = true;
+      }
+      end = job;
+    }
+    expect(sabotaged).toBe(true);
+    expect(end?.state, end && explain(end)).toBe("failed");
+    expect(end?.error?.reason).toBe("ROLLBACK_FAILED");
+    expect(end?.error?.message).toContain("HEALTHCHECK_FAILED");
+    expect(end?.error?.manualSteps).toContain(
+      `docker ps -a --filter label=io.processgit.updater.job=${started.id}`,
+    );
+    expect(end?.error?.manualSteps).toContain("restore the data");
+    expect(end?.error?.manualSteps).toContain(join(work, app.name, "snapshots", started.id));
+  }, 120_000);
 
   it("a release that gets healthy slowly commits once the health check passes", async () => {
     const app = await startApp(janitor, v1());
