@@ -33,6 +33,9 @@ async function startServer(stateDir: string): Promise<{ child: ChildProcess; por
       PROCESSGIT_UPDATER_LISTEN: "127.0.0.1:0",
       PROCESSGIT_UPDATER_STATE_DIR: stateDir,
       PROCESSGIT_UPDATER_LOG_LEVEL: "warn",
+      PROCESSGIT_UPDATER_SIGNER_ISSUER: "https://token.actions.githubusercontent.com",
+      PROCESSGIT_UPDATER_SIGNER_IDENTITY:
+        "https://github\\.com/acme/processgit/\\.github/workflows/release\\.yml@refs/tags/v.*",
       DOCKER_HOST: `unix://${stateDir}/none.sock`,
     },
     stdio: ["ignore", "pipe", "inherit"],

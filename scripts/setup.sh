@@ -10,6 +10,7 @@ set -euo pipefail
 NODE_VERSION=24.21.0
 NODE_SHA512=3nULszZ5X0fciYpG0t6TrdApJzAn8+FlINP6OiMX7V8HrvpATPN936U1LlReOJriLRa4e8yEqQBYCnLyPNAs7Q==
 GRPCURL_VERSION=v1.9.4
+COSIGN_VERSION=v2.6.5
 NPM_REGISTRY=${NPM_CONFIG_REGISTRY:-https://registry.npmjs.org}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -63,4 +64,14 @@ if ! go version -m "$tools/bin/grpcurl" 2>/dev/null | grep -Eq "mod[[:space:]]+g
   GOBIN="$tools/bin" GOFLAGS=-buildvcs=false go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
 fi
 
-say "ready: node $(node --version), npm $(npm --version), grpcurl $GRPCURL_VERSION"
+# 4. cosign, for the key-verifier tests (a real signer and second opinion we did not write; offline)
+if ! go version -m "$tools/bin/cosign" 2>/dev/null | grep -Eq "mod[[:space:]]+github.com/sigstore/cosign/v2[[:space:]]+$COSIGN_VERSION"; then
+  if ! command -v go >/dev/null 2>&1; then
+    say "Go is needed to build cosign for the tests (https://go.dev/dl/); install it and run this again"
+    exit 1
+  fi
+  say "building cosign $COSIGN_VERSION into .tools/bin (go install; a few minutes the first time)"
+  GOBIN="$tools/bin" GOFLAGS=-buildvcs=false go install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
+fi
+
+say "ready: node $(node --version), npm $(npm --version), grpcurl $GRPCURL_VERSION, cosign $COSIGN_VERSION"

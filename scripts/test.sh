@@ -7,6 +7,7 @@ cd "$root"
 # shellcheck source=scripts/setup.sh
 . scripts/setup.sh
 export GRPCURL="$root/.tools/bin/grpcurl"
+export COSIGN="$root/.tools/bin/cosign"
 
 echo "== lint (biome, buf lint)"
 npm run --silent lint

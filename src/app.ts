@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { UpdaterService } from "../gen/processgit/updater/v1/updater_pb.js";
-import type { Config } from "./config.js";
+import type { Config, SignerPolicy } from "./config.js";
 import { DockerEngineApi } from "./engine/docker-engine-api.js";
 import type { Logger } from "./log.js";
 import type {
@@ -21,6 +21,7 @@ import type {
 import { systemClock } from "./orchestrator/ports.js";
 import { JobRunner } from "./orchestrator/runner.js";
 import { GitHubReleases } from "./releases/github-releases.js";
+import { LocalDirectoryReleases } from "./releases/local-directory.js";
 import { bearerAuth } from "./rpc/auth.js";
 import { HealthState, registerHealth, ServingStatus } from "./rpc/health.js";
 import { registerReflection } from "./rpc/reflection.js";
@@ -28,7 +29,8 @@ import { type RunningServer, startServer } from "./rpc/server.js";
 import { updaterService } from "./rpc/updater-service.js";
 import { FileJobStore } from "./store/file-job-store.js";
 import { acquireStateLock, type StateLock } from "./store/state-lock.js";
-import { UnconfiguredVerifier } from "./verify/unconfigured-verifier.js";
+import { KeyVerifier, loadPublicKey } from "./verify/key-verifier.js";
+import { KeylessVerifier, loadTrustedRoot } from "./verify/keyless-verifier.js";
 
 export interface UpdaterParts {
   store?: JobStore;
@@ -73,12 +75,14 @@ async function start(
   const store = parts.store ?? new FileJobStore(config.stateDir);
   const source =
     parts.source ??
-    new GitHubReleases({
-      repo: config.github.repo,
-      apiBase: config.github.apiBase,
-      ...(config.github.token ? { token: config.github.token } : {}),
-      userAgent: `processgit-updater/${updaterVersion()}`,
-    });
+    (config.releasesDir
+      ? new LocalDirectoryReleases(config.releasesDir)
+      : new GitHubReleases({
+          repo: config.github.repo,
+          apiBase: config.github.apiBase,
+          ...(config.github.token ? { token: config.github.token } : {}),
+          userAgent: `processgit-updater/${updaterVersion()}`,
+        }));
   const engine =
     parts.engine ??
     new DockerEngineApi({
@@ -86,7 +90,7 @@ async function start(
       appContainer: config.appContainer,
       ...config.engine,
     });
-  const verifier = parts.verifier ?? new UnconfiguredVerifier();
+  const verifier = parts.verifier ?? verifierFor(config.signer);
   const runner = new JobRunner({
     store,
     source,
@@ -169,6 +173,16 @@ async function serve(
       return closing;
     },
   };
+}
+
+/** The verifier of the one signer policy the configuration pins (config checked there is one). */
+export function verifierFor(signer: SignerPolicy): ReleaseVerifier {
+  if (signer.policy === "key") return new KeyVerifier(loadPublicKey(signer.publicKeyPath));
+  return new KeylessVerifier({
+    trustedRoot: loadTrustedRoot(signer.trustedRootPath),
+    issuer: signer.issuer,
+    identity: signer.identity,
+  });
 }
 
 let cachedVersion: string | undefined;

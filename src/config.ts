@@ -17,6 +17,10 @@ export interface Config {
   dockerHost: string;
   logLevel: LogLevel;
   shutdownGraceMs: number;
+  /** The signer policy pinned in the updater's own configuration: exactly one. */
+  signer: SignerPolicy;
+  /** When set, releases come from this local directory instead of GitHub (air-gapped sites). */
+  releasesDir?: string;
   engine: {
     snapshotDir: string;
     snapshotKeep: number;
@@ -29,6 +33,10 @@ export interface Config {
     registryAuth?: { registry: string; username: string; password: string };
   };
 }
+
+export type SignerPolicy =
+  | { policy: "keyless"; issuer: string; identity: string; trustedRootPath?: string }
+  | { policy: "key"; publicKeyPath: string };
 
 export const MIN_TOKEN_LENGTH = 32;
 const REPO = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})\/[A-Za-z0-9._-]{1,100}$/;
@@ -156,6 +164,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
 
+  const signer = parseSignerPolicy(get, problems);
+  const releasesDir = get("PROCESSGIT_UPDATER_RELEASES_DIR");
+  if (releasesDir !== undefined && !releasesDir.startsWith("/")) {
+    problems.push(
+      `PROCESSGIT_UPDATER_RELEASES_DIR must be an absolute path, got ${JSON.stringify(releasesDir)}`,
+    );
+  }
+
   if (problems.length > 0) throw new ConfigError(problems);
   const config: Config = {
     listen,
@@ -166,6 +182,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dockerHost,
     logLevel: level as LogLevel,
     shutdownGraceMs,
+    signer: signer as SignerPolicy,
     engine: {
       snapshotDir,
       snapshotKeep,
@@ -176,6 +193,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
   };
   if (healthUrl) config.engine.healthUrl = healthUrl;
+  if (releasesDir) config.releasesDir = releasesDir;
   if (registry && registryUser && registryPassword) {
     config.engine.registryAuth = { registry, username: registryUser, password: registryPassword };
   }
@@ -194,6 +212,16 @@ export function describeConfig(config: Config): Record<string, unknown> {
     githubToken: config.github.token ? "set" : "not set",
     dockerHost: config.dockerHost,
     logLevel: config.logLevel,
+    signer:
+      config.signer.policy === "keyless"
+        ? {
+            policy: "keyless",
+            issuer: config.signer.issuer,
+            identity: config.signer.identity,
+            trustedRoot: config.signer.trustedRootPath ?? "public-good (shipped)",
+          }
+        : { policy: "key", publicKey: config.signer.publicKeyPath },
+    releaseSource: config.releasesDir ? `directory ${config.releasesDir}` : `GitHub ${config.github.repo}`,
     snapshotDir: config.engine.snapshotDir,
     snapshotKeep: config.engine.snapshotKeep,
     healthUrl: config.engine.healthUrl ?? "not set",
@@ -278,6 +306,78 @@ function parseInteger(value: string, name: string, min: number, max: number, pro
     return min;
   }
   return Number(value);
+}
+
+const POLICY_HELP =
+  "set PROCESSGIT_UPDATER_SIGNER_ISSUER and PROCESSGIT_UPDATER_SIGNER_IDENTITY (keyless: Sigstore bundles from GitHub Actions) or PROCESSGIT_UPDATER_SIGNER_PUBLIC_KEY (a cosign public key file); see docs/configuration.md";
+
+/** Exactly one signer policy, or a problem: the updater never trusts a release without one. */
+function parseSignerPolicy(
+  get: (name: string) => string | undefined,
+  problems: string[],
+): SignerPolicy | undefined {
+  const issuer = get("PROCESSGIT_UPDATER_SIGNER_ISSUER");
+  const identity = get("PROCESSGIT_UPDATER_SIGNER_IDENTITY");
+  const trustedRoot = get("PROCESSGIT_UPDATER_SIGSTORE_TRUSTED_ROOT");
+  const publicKey = get("PROCESSGIT_UPDATER_SIGNER_PUBLIC_KEY");
+  const keyless = issuer !== undefined || identity !== undefined;
+  if (keyless && publicKey !== undefined) {
+    problems.push(`two signer policies are configured; use exactly one: ${POLICY_HELP}`);
+    return undefined;
+  }
+  if (publicKey !== undefined) {
+    if (trustedRoot !== undefined)
+      problems.push("PROCESSGIT_UPDATER_SIGSTORE_TRUSTED_ROOT only applies to the keyless policy; remove it");
+    if (!publicKey.startsWith("/"))
+      problems.push(
+        `PROCESSGIT_UPDATER_SIGNER_PUBLIC_KEY must be the absolute path of a PEM public key, got ${JSON.stringify(publicKey)}`,
+      );
+    else {
+      try {
+        readFileSync(publicKey);
+      } catch (err) {
+        problems.push(
+          `PROCESSGIT_UPDATER_SIGNER_PUBLIC_KEY: cannot read ${publicKey}: ${(err as NodeJS.ErrnoException).code ?? "unreadable"}`,
+        );
+      }
+    }
+    return { policy: "key", publicKeyPath: publicKey };
+  }
+  if (!keyless) {
+    problems.push(
+      `no signer policy is configured, so no release could be trusted (fail closed): ${POLICY_HELP}`,
+    );
+    return undefined;
+  }
+  if (issuer === undefined || identity === undefined) {
+    problems.push(
+      "the keyless signer policy needs both PROCESSGIT_UPDATER_SIGNER_ISSUER and PROCESSGIT_UPDATER_SIGNER_IDENTITY",
+    );
+    return undefined;
+  }
+  if (!isHttpUrl(issuer) || !issuer.startsWith("https://")) {
+    problems.push(
+      `PROCESSGIT_UPDATER_SIGNER_ISSUER must be the OIDC issuer URL (e.g. https://token.actions.githubusercontent.com), got ${JSON.stringify(issuer)}`,
+    );
+  }
+  try {
+    // Alone first: a pattern such as `x)|(.*` compiles only once wrapped, and would escape the anchors.
+    new RegExp(identity);
+    new RegExp(`^(?:${identity})$`);
+  } catch (err) {
+    problems.push(
+      `PROCESSGIT_UPDATER_SIGNER_IDENTITY is not a valid regular expression: ${(err as Error).message}`,
+    );
+  }
+  const policy: SignerPolicy = { policy: "keyless", issuer, identity };
+  if (trustedRoot !== undefined) {
+    if (!trustedRoot.startsWith("/"))
+      problems.push(
+        `PROCESSGIT_UPDATER_SIGSTORE_TRUSTED_ROOT must be an absolute path, got ${JSON.stringify(trustedRoot)}`,
+      );
+    policy.trustedRootPath = trustedRoot;
+  }
+  return policy;
 }
 
 function parseSeconds(value: string, name: string, min: number, max: number, problems: string[]): number {

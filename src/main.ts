@@ -6,7 +6,7 @@
 
 import { startUpdater, updaterVersion } from "./app.js";
 import { type Config, describeConfig, loadConfig } from "./config.js";
-import { ConfigError, errorMessage, StateFileError } from "./errors.js";
+import { ConfigError, errorMessage, StateFileError, UpdaterError } from "./errors.js";
 import { createLogger } from "./log.js";
 
 async function main(): Promise<number> {
@@ -33,6 +33,12 @@ async function main(): Promise<number> {
       });
       process.stderr.write(`processgit-updater: ${err.message}\n`);
       return 3;
+    }
+    if (err instanceof UpdaterError) {
+      // A setting that parsed but cannot be used: the signer's public key or trusted root, say.
+      log.error("refusing to start: invalid configuration", { error: err.message });
+      process.stderr.write(`processgit-updater: invalid configuration:\n  - ${err.message}\n`);
+      return 2;
     }
     log.error("cannot start", { error: errorMessage(err) });
     return 1;

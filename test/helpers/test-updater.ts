@@ -13,6 +13,13 @@ import { FakeVerifier, MemoryReleaseSource } from "../fakes/fake-release.js";
 
 export const TEST_TOKEN = "test-token-3f9c1a7e5b2d4c6e8f0a1b3c5d7e9f01";
 
+/** A keyless signer policy for tests whose releases are checked by a fake verifier (or refused). */
+export const TEST_SIGNER_ENV = {
+  PROCESSGIT_UPDATER_SIGNER_ISSUER: "https://token.actions.githubusercontent.com",
+  PROCESSGIT_UPDATER_SIGNER_IDENTITY:
+    "https://github\\.com/acme/processgit/\\.github/workflows/release\\.yml@refs/tags/v.*",
+};
+
 export interface TestUpdater {
   updater: Updater;
   url: string;
@@ -41,6 +48,7 @@ export async function startTestUpdater(
     PROCESSGIT_UPDATER_LISTEN: "127.0.0.1:0",
     PROCESSGIT_UPDATER_STATE_DIR: stateDir,
     PROCESSGIT_UPDATER_SHUTDOWN_GRACE_MS: "2000",
+    ...TEST_SIGNER_ENV,
     ...options.env,
   });
   const logs: string[] = [];

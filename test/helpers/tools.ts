@@ -41,3 +41,22 @@ export function bufPath(): string {
   if (isExecutable(path)) return path;
   throw new Error(`buf not found at ${path}; the @bufbuild/buf devDependency is not installed (run npm ci).`);
 }
+
+/**
+ * Path of the cosign binary: `$COSIGN` if set, else `.tools/bin/cosign` in the repository, else
+ * `/tmp/gobin/cosign`. Throws if none of them is an executable file.
+ */
+export function cosignPath(): string {
+  const fromEnv = process.env.COSIGN;
+  if (fromEnv) {
+    if (isExecutable(fromEnv)) return fromEnv;
+    throw new Error(`COSIGN is set to "${fromEnv}", which is not an executable file.`);
+  }
+  const candidates = [`${repoRoot}.tools/bin/cosign`, "/tmp/gobin/cosign"];
+  const found = candidates.find(isExecutable);
+  if (found) return found;
+  throw new Error(
+    `cosign not found (looked in ${candidates.join(", ")}). Run scripts/setup.sh, which builds it into ` +
+      ".tools/bin, or set COSIGN to the path of a cosign binary.",
+  );
+}

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TEST_SIGNER_ENV } from "../helpers/test-updater.js";
 
 const root = join(import.meta.dirname, "../..");
 const TOKEN = "process-test-token-6a1f0c9e8d7b6a5f4e3d2c1b0a";
@@ -30,7 +31,7 @@ interface Started {
 function startProcess(env: Record<string, string>, args: string[] = ["start"]): Started {
   const child = spawn("npm", ["--silent", ...args], {
     cwd: root,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...TEST_SIGNER_ENV, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
@@ -117,6 +118,19 @@ describe("refusing to start", () => {
     expect(out).toContain("PROCESSGIT_UPDATER_REPO must be owner/name");
     expect(out).toContain("PROCESSGIT_UPDATER_STATE_DIR must be an absolute path");
     expect(out).not.toContain(secret);
+  });
+
+  it("refuses to start without a signer policy (fail closed)", async () => {
+    const p = startProcess({
+      PROCESSGIT_UPDATER_TOKEN: TOKEN,
+      PROCESSGIT_UPDATER_STATE_DIR: stateDir,
+      PROCESSGIT_UPDATER_SIGNER_ISSUER: "",
+      PROCESSGIT_UPDATER_SIGNER_IDENTITY: "",
+    });
+    expect(await p.exited).toBe(2);
+    expect(p.output()).toContain(
+      "no signer policy is configured, so no release could be trusted (fail closed)",
+    );
   });
 
   it("refuses to start without a token", async () => {

@@ -3,12 +3,28 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { describeConfig, loadConfig, MIN_TOKEN_LENGTH } from "../../src/config.js";
+import { describeConfig, loadConfig as load, MIN_TOKEN_LENGTH } from "../../src/config.js";
 import { ConfigError } from "../../src/errors.js";
 
 /** A distinctive token: any message that contains a piece of it leaked it. */
 const TOKEN = "Zq7-SECRETTOKEN-do-not-log-4f8a2c9e1b7d";
 const GH_TOKEN = "ghp_GITHUBSECRET0123456789abcdefXYZ";
+
+/** A keyless signer policy, so that the tests below are about the other variables. */
+const SIGNER = {
+  PROCESSGIT_UPDATER_SIGNER_ISSUER: "https://token.actions.githubusercontent.com",
+  PROCESSGIT_UPDATER_SIGNER_IDENTITY:
+    "https://github\\.com/acme/processgit/\\.github/workflows/release\\.yml@refs/tags/v.*",
+};
+const SIGNER_CONFIG = {
+  policy: "keyless",
+  issuer: SIGNER.PROCESSGIT_UPDATER_SIGNER_ISSUER,
+  identity: SIGNER.PROCESSGIT_UPDATER_SIGNER_IDENTITY,
+};
+
+function loadConfig(env: NodeJS.ProcessEnv) {
+  return load({ ...SIGNER, ...env });
+}
 
 let dir: string;
 beforeEach(() => {
@@ -56,6 +72,7 @@ describe("loadConfig: defaults", () => {
       dockerHost: "unix:///var/run/docker.sock",
       logLevel: "info",
       shutdownGraceMs: 5000,
+      signer: SIGNER_CONFIG,
       engine: {
         snapshotDir: "/var/lib/processgit-updater/snapshots",
         snapshotKeep: 3,
@@ -111,6 +128,7 @@ describe("loadConfig: defaults", () => {
       dockerHost: "tcp://docker:2375",
       logLevel: "debug",
       shutdownGraceMs: 0,
+      signer: SIGNER_CONFIG,
       engine: {
         snapshotDir: "/srv/snapshots",
         snapshotKeep: 5,
@@ -369,5 +387,63 @@ describe("loadConfig: every problem at once", () => {
     expect(err.problems).toHaveLength(1);
     expect(err.problems[0]?.startsWith(name)).toBe(true);
     expect(err.problems[0]).toContain(JSON.stringify(value));
+  });
+});
+
+describe("loadConfig: the signer policy (exactly one, else refuse)", () => {
+  const base = { PROCESSGIT_UPDATER_TOKEN: TOKEN };
+  const problems = (env: NodeJS.ProcessEnv): string[] => {
+    try {
+      load({ ...base, ...env });
+    } catch (err) {
+      if (err instanceof ConfigError) return [...err.problems];
+      throw err;
+    }
+    return [];
+  };
+
+  it("refuses to start without one", () => {
+    expect(problems({})).toEqual([
+      expect.stringMatching(
+        /^no signer policy is configured, so no release could be trusted \(fail closed\)/,
+      ),
+    ]);
+  });
+
+  it("refuses two", () => {
+    const key = join(dir, "key.pub");
+    writeFileSync(key, "x");
+    expect(problems({ ...SIGNER, PROCESSGIT_UPDATER_SIGNER_PUBLIC_KEY: key })).toEqual([
+      expect.stringMatching(/^two signer policies are configured; use exactly one/),
+    ]);
+  });
+
+  it("keyless needs the issuer and the identity, a valid regexp and an https issuer", () => {
+    expect(problems({ PROCESSGIT_UPDATER_SIGNER_ISSUER: SIGNER.PROCESSGIT_UPDATER_SIGNER_ISSUER })).toEqual([
+      "the keyless signer policy needs both PROCESSGIT_UPDATER_SIGNER_ISSUER and PROCESSGIT_UPDATER_SIGNER_IDENTITY",
+    ]);
+    expect(
+      problems({ ...SIGNER, PROCESSGIT_UPDATER_SIGNER_IDENTITY: "https://github.com/(acme" })[0],
+    ).toMatch(/^PROCESSGIT_UPDATER_SIGNER_IDENTITY is not a valid regular expression/);
+    expect(problems({ ...SIGNER, PROCESSGIT_UPDATER_SIGNER_ISSUER: "http://issuer.test" })[0]).toMatch(
+      /^PROCESSGIT_UPDATER_SIGNER_ISSUER must be the OIDC issuer URL/,
+    );
+    const root = join(dir, "trusted_root.json");
+    expect(load({ ...base, ...SIGNER, PROCESSGIT_UPDATER_SIGSTORE_TRUSTED_ROOT: root }).signer).toEqual({
+      ...SIGNER_CONFIG,
+      trustedRootPath: root,
+    });
+  });
+
+  it("key mode needs a readable public key file", () => {
+    expect(problems({ PROCESSGIT_UPDATER_SIGNER_PUBLIC_KEY: join(dir, "missing.pub") })).toEqual([
+      `PROCESSGIT_UPDATER_SIGNER_PUBLIC_KEY: cannot read ${join(dir, "missing.pub")}: ENOENT`,
+    ]);
+    const key = join(dir, "cosign.pub");
+    writeFileSync(key, "-----BEGIN PUBLIC KEY-----\n");
+    expect(load({ ...base, PROCESSGIT_UPDATER_SIGNER_PUBLIC_KEY: key }).signer).toEqual({
+      policy: "key",
+      publicKeyPath: key,
+    });
   });
 });
