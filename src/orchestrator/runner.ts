@@ -433,7 +433,18 @@ export class JobRunner {
           { reason: "RELEASE_ASSET_MISSING" },
         );
       }
-      const manifestBytes = await source.download(manifestAsset, this.opts.maxManifestBytes, signal);
+      if (manifestAsset.size > this.opts.maxManifestBytes) {
+        throw new UpdaterError(
+          "failed_precondition",
+          `release ${tag}'s release.json is ${manifestAsset.size} bytes; the updater accepts at most ${this.opts.maxManifestBytes}`,
+          { reason: "MANIFEST_TOO_LARGE" },
+        );
+      }
+      const manifestBytes = await source
+        .download(manifestAsset, this.opts.maxManifestBytes, signal)
+        .catch((err: unknown) => {
+          throw asReason(err, "RELEASE_DOWNLOAD_FAILED");
+        });
       const signatureBytes = await source.download(signatureAsset, this.opts.maxSignatureBytes, signal);
       ctx.output(
         `downloaded ${MANIFEST_ASSET} (${manifestBytes.byteLength} bytes) and ${signatureAsset.name} (${signatureBytes.byteLength} bytes)\n`,

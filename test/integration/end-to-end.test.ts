@@ -141,6 +141,26 @@ beforeAll(async () => {
         asset("release.json.sigstore.json", await bundle(wrongTag, identityFor("v2.0.0"))),
       ],
     },
+    malformed: {
+      tag: "v2.0.0",
+      assets: [
+        asset("release.json", '{"schema_version": 1, "tag": "v2.0.0"'),
+        asset(
+          "release.json.sigstore.json",
+          await bundle('{"schema_version": 1, "tag": "v2.0.0"', identityFor("v2.0.0")),
+        ),
+      ],
+    },
+    oversized: {
+      tag: "v2.0.0",
+      assets: [
+        asset(
+          "release.json",
+          manifest("v2.0.0", v2, { release_notes_markdown: "x".repeat(1024 * 1024 + 1) }),
+        ),
+        asset("release.json.sigstore.json", "{}"),
+      ],
+    },
   };
   sigstore.close();
   github = await startGitHubStandIn({ repo: "acme/processgit", releases: [] });
@@ -252,6 +272,8 @@ describe("releases the pinned policy refuses: aborted, v1 keeps serving, no cont
     ["missing signature asset", "missingSignature", "v2.0.0", "RELEASE_ASSET_MISSING"],
     ["a signed older release (replay)", "replay", "v0.9.0", "DOWNGRADE_REFUSED"],
     ["a manifest whose tag differs from the requested one", "wrongTag", "v2.0.0", "MANIFEST_TAG_MISMATCH"],
+    ["a malformed (but signed) manifest", "malformed", "v2.0.0", "MANIFEST_INVALID"],
+    ["an oversized manifest", "oversized", "v2.0.0", "MANIFEST_TOO_LARGE"],
   ];
   for (const [what, key, tag, reason] of cases) {
     it(what, async () => {
@@ -267,6 +289,8 @@ describe("releases the pinned policy refuses: aborted, v1 keeps serving, no cont
         expect(job?.state).toBe(JobState.ABORTED);
         expect(job?.error?.reason).toBe(reason);
         expect(job?.error?.message.length).toBeGreaterThan(20);
+        if (process.env.PGU_PRINT_REFUSALS)
+          process.stderr.write(`REFUSED ${what}: ${job?.error?.reason}: ${job?.error?.message}\n`);
         expect(job?.steps.map((s) => s.state).every((s) => s === JobState.PLANNING)).toBe(true);
         expect(await serving(app.port)).toBe("1.0.0");
         expect(await appContainers(app.name)).toEqual(before);
