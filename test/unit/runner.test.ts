@@ -378,7 +378,9 @@ describe("failures while planning: aborted, nothing touched", () => {
     expect(missing.error?.message).toContain("release v9.9.9 not found");
     const big = await plannedFailure(h, "v2.0.0");
     expect(big.error?.reason).toBe("MANIFEST_TOO_LARGE");
-    expect(big.error?.message).toMatch(/release v2\.0\.0's release.json is \d+ bytes; the updater accepts at most 64$/);
+    expect(big.error?.message).toMatch(
+      /release v2\.0\.0's release.json is \d+ bytes; the updater accepts at most 64$/,
+    );
     expect(big.verification).toBeUndefined();
   });
 });
