@@ -525,8 +525,8 @@ describe("cloneCreateBody: networks", () => {
       Aliases: null,
       NetworkID: "f".repeat(64),
       EndpointID: "9".repeat(64),
-      Gateway: "172.20.0.1",
-      IPAddress: "172.20.0.5",
+      Gateway: "198.51.100.1",
+      IPAddress: "198.51.100.5",
       IPPrefixLen: 16,
       IPv6Gateway: "",
       GlobalIPv6Address: "",
@@ -546,7 +546,7 @@ describe("cloneCreateBody: networks", () => {
   it("sends the user's endpoint fields for the NetworkMode network and lists the others to connect", () => {
     const old = onNetworks("appnet", {
       appnet: endpoint({
-        IPAMConfig: { IPv4Address: "172.20.0.50" },
+        IPAMConfig: { IPv4Address: "198.51.100.50" },
         Aliases: ["web", SHORT_ID],
         Links: ["/db:/app/db"],
         DriverOpts: { "com.example.opt": "1" },
@@ -557,7 +557,7 @@ describe("cloneCreateBody: networks", () => {
     expect(clone(old).NetworkingConfig).toEqual({
       EndpointsConfig: {
         appnet: {
-          IPAMConfig: { IPv4Address: "172.20.0.50" },
+          IPAMConfig: { IPv4Address: "198.51.100.50" },
           Aliases: ["web"],
           Links: ["/db:/app/db"],
           DriverOpts: { "com.example.opt": "1" },
