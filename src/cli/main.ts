@@ -129,7 +129,10 @@ export async function run(
     switch (command) {
       case "status": {
         const s = await client.status({});
-        if (json) return (print(JSON.stringify(toJson(StatusResponseSchema, s))), 0);
+        if (json) {
+          print(JSON.stringify(toJson(StatusResponseSchema, s)));
+          return 0;
+        }
         print(`updater ${s.updaterVersion}: ${(UpdaterState[s.state] ?? "").toLowerCase()}`);
         print(`app ${s.appContainer}: ${s.appError || `${s.appImage} version ${s.appVersion || "unknown"}`}`);
         if (s.activeJob)
@@ -143,7 +146,10 @@ export async function run(
         const r = await client.latestRelease({
           channel: flags.has("--prerelease") ? Channel.PRERELEASE : Channel.STABLE,
         });
-        if (json) return (print(JSON.stringify(toJson(LatestReleaseResponseSchema, r))), 0);
+        if (json) {
+          print(JSON.stringify(toJson(LatestReleaseResponseSchema, r)));
+          return 0;
+        }
         const when = r.release?.publishedAt ? timestampDate(r.release.publishedAt).toISOString() : "unknown";
         print(
           `${r.release?.tag} (${r.release?.name}), published ${when}${r.release?.prerelease ? ", prerelease" : ""}`,
@@ -178,7 +184,10 @@ export async function run(
         return await follow(arg);
       case "history": {
         const h = await client.history({});
-        if (json) return (print(JSON.stringify(toJson(HistoryResponseSchema, h))), 0);
+        if (json) {
+          print(JSON.stringify(toJson(HistoryResponseSchema, h)));
+          return 0;
+        }
         for (const j of h.jobs) {
           const at = j.createdAt ? timestampDate(j.createdAt).toISOString() : "";
           print(
