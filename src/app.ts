@@ -3,7 +3,7 @@
  * one-port server. main.ts calls it with the real adapters; tests may pass other ones (fakes for
  * the parts a test is not about) and still get the real server.
  */
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
@@ -22,8 +22,9 @@ import { systemClock } from "./orchestrator/ports.js";
 import { JobRunner } from "./orchestrator/runner.js";
 import { GitHubReleases } from "./releases/github-releases.js";
 import { LocalDirectoryReleases } from "./releases/local-directory.js";
-import { bearerAuth } from "./rpc/auth.js";
+import { bearerAuth, tokenMatches } from "./rpc/auth.js";
 import { HealthState, registerHealth, ServingStatus } from "./rpc/health.js";
+import { renderMetrics } from "./rpc/metrics.js";
 import { registerReflection } from "./rpc/reflection.js";
 import { type RunningServer, startServer } from "./rpc/server.js";
 import { updaterService } from "./rpc/updater-service.js";
@@ -135,6 +136,7 @@ async function serve(
     registerHealth(router, health);
     registerReflection(router, [UpdaterService, Health]);
   };
+  const tokenDigest = createHash("sha256").update(config.token).digest();
   const server = await startServer({
     host: config.listen.host,
     port: config.listen.port,
@@ -144,7 +146,22 @@ async function serve(
     log,
     plain: (req) => {
       const path = (req.url ?? "").split("?")[0];
-      if (path !== "/healthz" || (req.method !== "GET" && req.method !== "HEAD")) return undefined;
+      if (req.method !== "GET" && req.method !== "HEAD") return undefined;
+      if (path === "/metrics") {
+        if (!tokenMatches(tokenDigest, req.headers.authorization ?? null)) {
+          return {
+            status: 401,
+            contentType: "text/plain",
+            body: "missing or invalid Authorization: Bearer <token>\n",
+          };
+        }
+        return renderMetrics(runner, engine, updaterVersion()).then((body) => ({
+          status: 200,
+          contentType: "text/plain; version=0.0.4",
+          body,
+        }));
+      }
+      if (path !== "/healthz") return undefined;
       const stopping = runner.state === "stopping";
       return {
         status: stopping ? 503 : 200,

@@ -23,7 +23,13 @@ const H2_IDLE_MS = 120_000;
 
 export type PlainRoute = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
-) => { status: number; contentType: string; body: string } | undefined;
+) => PlainAnswer | undefined | Promise<PlainAnswer | undefined>;
+
+export interface PlainAnswer {
+  status: number;
+  contentType: string;
+  body: string;
+}
 
 export interface ServerOptions {
   host: string;
@@ -58,15 +64,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     jsonOptions: { ignoreUnknownFields: false },
     shutdownSignal: shutdown.signal,
     fallback: (req, res) => {
-      const answer = opts.plain?.(req);
-      if (answer) {
-        res.writeHead(answer.status, { "content-type": answer.contentType, "cache-control": "no-store" });
-        if (req.method === "HEAD") res.end();
-        else res.end(answer.body);
-        return;
-      }
-      res.writeHead(404, { "content-type": "application/json" });
-      res.end(JSON.stringify({ code: "not_found", message: `no route for ${req.method} ${req.url}` }));
+      void Promise.resolve(opts.plain?.(req))
+        .catch(() => ({ status: 500, contentType: "text/plain", body: "internal error\n" }))
+        .then((answer) => {
+          if (answer) {
+            res.writeHead(answer.status, { "content-type": answer.contentType, "cache-control": "no-store" });
+            if (req.method === "HEAD") res.end();
+            else res.end(answer.body);
+            return;
+          }
+          res.writeHead(404, { "content-type": "application/json" });
+          res.end(JSON.stringify({ code: "not_found", message: `no route for ${req.method} ${req.url}` }));
+        });
     },
   });
 
