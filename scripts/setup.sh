@@ -54,24 +54,23 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum:$NODE_VERSION" ]; then
   echo "$lock_sum:$NODE_VERSION" > "$stamp"
 fi
 
-# 3. grpcurl, for the protocol tests (a real client we did not write)
-if ! go version -m "$tools/bin/grpcurl" 2>/dev/null | grep -Eq "mod[[:space:]]+github.com/fullstorydev/grpcurl[[:space:]]+$GRPCURL_VERSION"; then
+# 3. Go tools the tests use as real peers we did not write, built with `go install` when the
+#    binary in .tools/bin is not the pinned module version.
+go_tool() { # name module package version why
+  local name=$1 module=$2 package=$3 version=$4 why=$5
+  if go version -m "$tools/bin/$name" 2>/dev/null | grep -Eq "mod[[:space:]]+$module[[:space:]]+$version"; then
+    return
+  fi
   if ! command -v go >/dev/null 2>&1; then
-    say "Go is needed to build grpcurl for the tests (https://go.dev/dl/); install it and run this again"
+    say "Go is needed to build $name for the tests (https://go.dev/dl/); install it and run this again"
     exit 1
   fi
-  say "building grpcurl $GRPCURL_VERSION into .tools/bin (go install)"
-  GOBIN="$tools/bin" GOFLAGS=-buildvcs=false go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
-fi
-
-# 4. cosign, for the key-verifier tests (a real signer and second opinion we did not write; offline)
-if ! go version -m "$tools/bin/cosign" 2>/dev/null | grep -Eq "mod[[:space:]]+github.com/sigstore/cosign/v2[[:space:]]+$COSIGN_VERSION"; then
-  if ! command -v go >/dev/null 2>&1; then
-    say "Go is needed to build cosign for the tests (https://go.dev/dl/); install it and run this again"
-    exit 1
-  fi
-  say "building cosign $COSIGN_VERSION into .tools/bin (go install; a few minutes the first time)"
-  GOBIN="$tools/bin" GOFLAGS=-buildvcs=false go install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
-fi
+  say "building $name $version into .tools/bin (go install; $why)"
+  GOBIN="$tools/bin" GOFLAGS=-buildvcs=false go install "$package@$version"
+}
+go_tool grpcurl github.com/fullstorydev/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION" \
+  "the gRPC client of the protocol tests"
+go_tool cosign github.com/sigstore/cosign/v2 github.com/sigstore/cosign/v2/cmd/cosign "$COSIGN_VERSION" \
+  "signer and second opinion of the key-verifier tests; a few minutes the first time"
 
 say "ready: node $(node --version), npm $(npm --version), grpcurl $GRPCURL_VERSION, cosign $COSIGN_VERSION"

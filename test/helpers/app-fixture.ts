@@ -5,14 +5,44 @@
  */
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type DockerJanitor, docker, labelArgs, runOnce } from "./docker.js";
+import { afterAll, beforeAll } from "vitest";
+import { DockerJanitor, docker, type EngineEnv, labelArgs, requireEngine, runOnce } from "./docker.js";
 
 export interface Fixture {
   ref: string;
   repository: string;
   digest: string;
   version: string;
+}
+
+/** What a container test file shares: the engine, the janitor, the fixture images, a scratch folder. */
+export interface EngineSuite {
+  env: EngineEnv;
+  janitor: DockerJanitor;
+  fixtures: Record<string, Fixture>;
+  work: string;
+}
+
+/**
+ * Registers the file's beforeAll (engine required, fixture images built, scratch folder made) and
+ * afterAll (everything the file created removed). The returned object is filled in beforeAll.
+ */
+export function useEngineSuite(prefix: string): EngineSuite {
+  const suite = {} as EngineSuite;
+  beforeAll(async () => {
+    suite.env = await requireEngine();
+    suite.janitor = new DockerJanitor(suite.env);
+    suite.fixtures = buildFixtures();
+    suite.work = await mkdtemp(join(tmpdir(), `pgu-${prefix}-`));
+  }, 120_000);
+  afterAll(async () => {
+    await suite.janitor?.cleanup();
+    if (suite.work) await rm(suite.work, { recursive: true, force: true });
+  });
+  return suite;
 }
 
 export interface App {

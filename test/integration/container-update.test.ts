@@ -8,10 +8,8 @@
  * runner, and checks what an operator would: which version serves, how many app containers exist,
  * and whether the data is byte-identical (after a rollback) or migrated (after a commit).
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { DockerEngineApi } from "../../src/engine/docker-engine-api.js";
 import { silentLogger } from "../../src/log.js";
 import type { Job } from "../../src/orchestrator/job.js";
@@ -22,46 +20,31 @@ import { FakeVerifier, MemoryReleaseSource, manifestFor } from "../fakes/fake-re
 import {
   type App,
   appContainers,
-  buildFixtures,
   type Fixture,
   fingerprint,
   serving,
   startApp,
+  useEngineSuite,
   waitServing,
 } from "../helpers/app-fixture.js";
-import { DockerJanitor, docker, type EngineEnv, requireEngine } from "../helpers/docker.js";
+import { docker } from "../helpers/docker.js";
 import { finished } from "../helpers/runner-harness.js";
 
-let fixtures: Record<string, Fixture>;
-let env: EngineEnv;
-let janitor: DockerJanitor;
-let work: string;
-
-beforeAll(async () => {
-  env = await requireEngine();
-  janitor = new DockerJanitor(env);
-  fixtures = buildFixtures();
-  work = await mkdtemp(join(tmpdir(), "pgu-update-"));
-}, 120_000);
-
-afterAll(async () => {
-  await janitor?.cleanup();
-  if (work) await rm(work, { recursive: true, force: true });
-});
+const suite = useEngineSuite("update");
 
 const runners: JobRunner[] = [];
 afterEach(async () => {
   for (const r of runners.splice(0)) await r.shutdown(1000);
 });
 
-const v1 = () => fixtures.v1 as Fixture;
+const v1 = () => suite.fixtures.v1 as Fixture;
 
 function runnerFor(
   app: App,
   variant: string,
   options: { soakMs?: number; healthUrl?: string; deadlineMs?: number } = {},
 ): { runner: JobRunner; tag: string } {
-  const fixture = fixtures[variant];
+  const fixture = suite.fixtures[variant];
   if (!fixture) throw new Error(`no fixture ${variant}`);
   const tag = `v${fixture.version}`;
   const [registry, ...rest] = fixture.repository.split("/");
@@ -82,13 +65,13 @@ function runnerFor(
     }),
   });
   const runner = new JobRunner({
-    store: new FileJobStore(join(work, app.name, "state")),
+    store: new FileJobStore(join(suite.work, app.name, "state")),
     source,
     verifier: new FakeVerifier(),
     engine: new DockerEngineApi({
-      dockerHost: env.dockerHost,
+      dockerHost: suite.env.dockerHost,
       appContainer: app.name,
-      snapshotDir: join(work, app.name, "snapshots"),
+      snapshotDir: join(suite.work, app.name, "snapshots"),
       healthDeadlineMs: options.deadlineMs ?? 15_000,
       healthSoakMs: options.soakMs ?? 1500,
       ...(options.healthUrl ? { healthUrl: options.healthUrl } : {}),
@@ -128,15 +111,15 @@ function explain(job: Job): string {
 
 describe("updates on a real engine", () => {
   it("v1 -> v2 commits: v2 serves, the data is migrated, one app container is left", async () => {
-    const app = await startApp(janitor, v1());
-    const before = await fingerprint(janitor, v1().ref, app.volume);
+    const app = await startApp(suite.janitor, v1());
+    const before = await fingerprint(suite.janitor, v1().ref, app.volume);
     const job = await update(app, "v2");
     expect(job.state, explain(job)).toBe("committed");
     expect(await serving(app.port)).toBe("2.0.0");
     expect(await appContainers(app.name)).toEqual([
-      `${app.name} running ${fixtures.v2?.repository}@${fixtures.v2?.digest}`,
+      `${app.name} running ${suite.fixtures.v2?.repository}@${suite.fixtures.v2?.digest}`,
     ]);
-    const after = await fingerprint(janitor, v1().ref, app.volume);
+    const after = await fingerprint(suite.janitor, v1().ref, app.volume);
     expect(after).not.toBe(before);
     expect(after).toContain("./seed 0:0 640");
     expect(after).toContain("./sub/file 1234:5678");
@@ -152,25 +135,25 @@ describe("updates on a real engine", () => {
     ["migration-fails", "MIGRATION_FAILED"],
   ] as const) {
     it(`${variant}: rolled back, v1 serves, the data is byte-identical to before`, async () => {
-      const app = await startApp(janitor, v1());
-      const before = await fingerprint(janitor, v1().ref, app.volume);
+      const app = await startApp(suite.janitor, v1());
+      const before = await fingerprint(suite.janitor, v1().ref, app.volume);
       const job = await update(app, variant);
       expect(job.state, explain(job)).toBe("rolled_back");
       expect(job.error?.reason).toBe(reason);
       await waitServing(app.port, "1.0.0");
-      expect(await fingerprint(janitor, v1().ref, app.volume)).toBe(before);
-      expect(await appContainers(app.name)).toEqual([`${app.name} running ${fixtures.v1?.ref}`]);
+      expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
+      expect(await appContainers(app.name)).toEqual([`${app.name} running ${suite.fixtures.v1?.ref}`]);
       expect(job.steps.find((s) => s.state === "rolling_back")?.output).toContain("restored /data");
     }, 120_000);
   }
 
   it("the readiness URL is part of the verdict, and must answer for the running version before anything changes", async () => {
-    const app = await startApp(janitor, v1());
+    const app = await startApp(suite.janitor, v1());
     const good = await update(app, "v2", { healthUrl: `http://127.0.0.1:${app.port}/health` });
     expect(good.state, explain(good)).toBe("committed");
     expect(good.steps.find((s) => s.state === "healthchecking")?.output).toContain("readiness=200");
 
-    const other = await startApp(janitor, v1());
+    const other = await startApp(suite.janitor, v1());
     const bad = await update(other, "v2", {
       healthUrl: `http://127.0.0.1:${other.port}/not-there`,
       deadlineMs: 4000,
@@ -183,7 +166,7 @@ describe("updates on a real engine", () => {
   }, 120_000);
 
   it("a rollback that cannot finish ends failed, with the exact manual steps", async () => {
-    const app = await startApp(janitor, v1());
+    const app = await startApp(suite.janitor, v1());
     const { runner, tag } = runnerFor(app, "never-healthy");
     await runner.open();
     const started = await runner.start({ tag });
@@ -205,18 +188,18 @@ describe("updates on a real engine", () => {
       `docker ps -a --filter label=io.processgit.updater.job=${started.id}`,
     );
     expect(end?.error?.manualSteps).toContain("restore the data");
-    expect(end?.error?.manualSteps).toContain(join(work, app.name, "snapshots", started.id));
+    expect(end?.error?.manualSteps).toContain(join(suite.work, app.name, "snapshots", started.id));
   }, 120_000);
 
   it("a release that gets healthy slowly commits once the health check passes", async () => {
-    const app = await startApp(janitor, v1());
+    const app = await startApp(suite.janitor, v1());
     const job = await update(app, "slow");
     expect(job.state, explain(job)).toBe("committed");
     expect(await serving(app.port)).toBe("2.0.3");
   }, 120_000);
 
   it("a failed pre-flight (app container missing) aborts and touches nothing", async () => {
-    const app = { name: janitor.name("missing"), volume: "", port: 1 };
+    const app = { name: suite.janitor.name("missing"), volume: "", port: 1 };
     const job = await update(app, "v2");
     expect(job.state).toBe("aborted");
     expect(job.error?.reason).toBe("PREFLIGHT_FAILED");

@@ -7,45 +7,27 @@
  * orchestrator, the Docker adapter and the file store, with the in-memory release stand-ins.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Job } from "../../src/orchestrator/job.js";
 import {
   type App,
   appContainers,
-  buildFixtures,
   type Fixture,
   fingerprint,
   imageOf,
   serving,
   startApp,
+  useEngineSuite,
   waitServing,
 } from "../helpers/app-fixture.js";
-import { DockerJanitor, type EngineEnv, requireEngine } from "../helpers/docker.js";
 import type { UpdateProcessConfig } from "../helpers/update-process.js";
 
 const root = join(import.meta.dirname, "../..");
-let fixtures: Record<string, Fixture>;
-let env: EngineEnv;
-let janitor: DockerJanitor;
-let work: string;
+const suite = useEngineSuite("crash");
 
-beforeAll(async () => {
-  env = await requireEngine();
-  janitor = new DockerJanitor(env);
-  fixtures = buildFixtures();
-  work = await mkdtemp(join(tmpdir(), "pgu-crash-"));
-}, 120_000);
-
-afterAll(async () => {
-  await janitor?.cleanup();
-  if (work) await rm(work, { recursive: true, force: true });
-});
-
-const v1 = () => fixtures.v1 as Fixture;
-const v2 = () => fixtures.v2 as Fixture;
+const v1 = () => suite.fixtures.v1 as Fixture;
+const v2 = () => suite.fixtures.v2 as Fixture;
 
 interface Proc {
   child: ChildProcess;
@@ -59,7 +41,7 @@ function updater(config: UpdateProcessConfig): Proc {
     [join(root, "dist/test/helpers/update-process.js"), JSON.stringify(config)],
     {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { PATH: process.env.PATH, DOCKER_HOST: env.dockerHost },
+      env: { PATH: process.env.PATH, DOCKER_HOST: suite.env.dockerHost },
     },
   );
   const lines: string[] = [];
@@ -94,12 +76,12 @@ function configFor(
   app: App,
   migration: Record<string, unknown>,
 ): (mode: "update" | "reconcile") => UpdateProcessConfig {
-  const dir = join(work, app.name);
+  const dir = join(suite.work, app.name);
   return (mode) => ({
     mode,
     stateDir: join(dir, "state"),
     snapshotDir: join(dir, "snapshots"),
-    dockerHost: env.dockerHost,
+    dockerHost: suite.env.dockerHost,
     appContainer: app.name,
     tag: `v${v2().version}`,
     manifest: { image: imageOf(v2()), migration },
@@ -134,20 +116,20 @@ const MIGRATE = {
 
 describe("kill -9 of the updater mid-update, then a restart", () => {
   it("during the pull: the job is closed, nothing changed, v1 serves on its data", async () => {
-    const app = await startApp(janitor, v1());
-    const before = await fingerprint(janitor, v1().ref, app.volume);
+    const app = await startApp(suite.janitor, v1());
+    const before = await fingerprint(suite.janitor, v1().ref, app.volume);
     const job = await killAndRestart(app, MIGRATE, /"state":"pulling"/);
     expect(["aborted", "rolled_back"]).toContain(job.state);
     expect(job.error?.reason).toBe("INTERRUPTED");
     expect(job.recoveries).toBe(1);
     expect(await serving(app.port)).toBe("1.0.0");
-    expect(await fingerprint(janitor, v1().ref, app.volume)).toBe(before);
+    expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
     expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
   }, 120_000);
 
   it("during a migration that stopped the app and already changed the data: restored, v1 serves", async () => {
-    const app = await startApp(janitor, v1());
-    const before = await fingerprint(janitor, v1().ref, app.volume);
+    const app = await startApp(suite.janitor, v1());
+    const before = await fingerprint(suite.janitor, v1().ref, app.volume);
     // The migration changes the data, then keeps running: the kill lands in the middle of it.
     const slowMigration = {
       required: true,
@@ -156,19 +138,19 @@ describe("kill -9 of the updater mid-update, then a restart", () => {
     };
     const job = await killAndRestart(app, slowMigration, /"state":"migrating"/, 1500, async () => {
       // The kill left the data half-way: migrated, with the app stopped.
-      expect(await fingerprint(janitor, v1().ref, app.volume)).not.toBe(before);
+      expect(await fingerprint(suite.janitor, v1().ref, app.volume)).not.toBe(before);
       expect(await serving(app.port)).toBeUndefined();
     });
     expect(job.state, JSON.stringify(job.error)).toBe("rolled_back");
     expect(job.error?.reason).toBe("INTERRUPTED");
     await waitServing(app.port, "1.0.0");
-    expect(await fingerprint(janitor, v1().ref, app.volume)).toBe(before);
+    expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
     expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
   }, 120_000);
 
   it("right after the swap: exactly one app container ends up serving", async () => {
-    const app = await startApp(janitor, v1());
-    const before = await fingerprint(janitor, v1().ref, app.volume);
+    const app = await startApp(suite.janitor, v1());
+    const before = await fingerprint(suite.janitor, v1().ref, app.volume);
     const job = await killAndRestart(app, MIGRATE, /"state":"healthchecking"/);
     expect(["rolled_back", "committed"]).toContain(job.state);
     const version = job.state === "committed" ? "2.0.0" : "1.0.0";
@@ -176,6 +158,6 @@ describe("kill -9 of the updater mid-update, then a restart", () => {
     const containers = await appContainers(app.name);
     expect(containers).toHaveLength(1);
     expect(containers[0]).toMatch(new RegExp(`^${app.name} running `));
-    if (version === "1.0.0") expect(await fingerprint(janitor, v1().ref, app.volume)).toBe(before);
+    if (version === "1.0.0") expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
   }, 120_000);
 });
