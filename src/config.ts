@@ -31,6 +31,8 @@ export interface Config {
     removeOldImage: boolean;
     /** Registry credentials, sent only to `registry`. The password is secret: never log it. */
     registryAuth?: { registry: string; username: string; password: string };
+    /** The Compose project's .env where the new image is recorded after an update. */
+    composeEnv?: { file: string; variable: string };
   };
 }
 
@@ -164,6 +166,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
 
+  const composeEnvFile = get("PROCESSGIT_UPDATER_COMPOSE_ENV_FILE");
+  const composeVariable = get("PROCESSGIT_UPDATER_COMPOSE_IMAGE_VARIABLE") ?? "PROCESSGIT_IMAGE";
+  if (composeEnvFile !== undefined && !composeEnvFile.startsWith("/")) {
+    problems.push(
+      `PROCESSGIT_UPDATER_COMPOSE_ENV_FILE must be an absolute path (the project's .env as mounted in the updater, e.g. /deploy/.env), got ${JSON.stringify(composeEnvFile)}`,
+    );
+  }
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(composeVariable)) {
+    problems.push(
+      `PROCESSGIT_UPDATER_COMPOSE_IMAGE_VARIABLE must be a variable name such as PROCESSGIT_IMAGE, got ${JSON.stringify(composeVariable)}`,
+    );
+  } else if (/TOKEN|PASSWORD|SECRET|KEY/i.test(composeVariable)) {
+    problems.push(
+      `PROCESSGIT_UPDATER_COMPOSE_IMAGE_VARIABLE names the variable holding the app's image; ${composeVariable} looks like a secret, which the updater must never overwrite or record`,
+    );
+  }
+
   const signer = parseSignerPolicy(get, problems);
   const releasesDir = get("PROCESSGIT_UPDATER_RELEASES_DIR");
   if (releasesDir !== undefined && !releasesDir.startsWith("/")) {
@@ -193,6 +212,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
   };
   if (healthUrl) config.engine.healthUrl = healthUrl;
+  if (composeEnvFile) config.engine.composeEnv = { file: composeEnvFile, variable: composeVariable };
   if (releasesDir) config.releasesDir = releasesDir;
   if (registry && registryUser && registryPassword) {
     config.engine.registryAuth = { registry, username: registryUser, password: registryPassword };
@@ -229,13 +249,16 @@ export function describeConfig(config: Config): Record<string, unknown> {
     healthSoakMs: config.engine.healthSoakMs,
     migrationTimeoutMs: config.engine.migrationTimeoutMs,
     removeOldImage: config.engine.removeOldImage,
+    composeEnv: config.engine.composeEnv
+      ? `${config.engine.composeEnv.variable} in ${config.engine.composeEnv.file}`
+      : "not set",
     registryCredentials: config.engine.registryAuth
       ? `set for ${config.engine.registryAuth.registry}`
       : "not set",
   };
 }
 
-function parseListen(value: string, problems: string[]): { host: string; port: number } {
+export function parseListen(value: string, problems: string[]): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(value);
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || port > 65535) {
@@ -397,4 +420,16 @@ function isHttpUrl(value: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The URL a client on the same host (the image's HEALTHCHECK, the CLI inside the container) uses
+ * to reach a server listening on `listen`: a wildcard address is reached on loopback.
+ */
+export function loopbackUrlFor(listen: string): string | undefined {
+  const problems: string[] = [];
+  const { host, port } = parseListen(listen, problems);
+  if (problems.length > 0) return undefined;
+  const reach = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "::1" : host;
+  return `http://${reach.includes(":") ? `[${reach}]` : reach}:${port}`;
 }

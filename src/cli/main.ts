@@ -1,7 +1,8 @@
 /**
  * `processgit-updater`, the operator's CLI: status, latest, update TAG [--watch], watch JOB_ID,
  * history, each talking to the server through the generated client (Connect protocol).
- * Server URL from PROCESSGIT_UPDATER_URL (default http://127.0.0.1:9000), token from
+ * Server URL from PROCESSGIT_UPDATER_URL (default: the server's own PROCESSGIT_UPDATER_LISTEN
+ * reached on loopback, so it works inside the updater's container; else http://127.0.0.1:9000), token from
  * PROCESSGIT_UPDATER_TOKEN or PROCESSGIT_UPDATER_TOKEN_FILE. `--json` prints the answers as JSON.
  * Exit status: 0 when the command did what was asked (for update/watch: the job committed),
  * 1 when the job ended otherwise (the reason is printed), 2 for usage or configuration errors,
@@ -24,6 +25,7 @@ import {
   UpdaterService,
   UpdaterState,
 } from "../../gen/processgit/updater/v1/updater_pb.js";
+import { loopbackUrlFor } from "../config.js";
 
 const USAGE = `usage: processgit-updater <command> [--json]
   status                 the updater, the app it manages, the active job
@@ -32,7 +34,8 @@ const USAGE = `usage: processgit-updater <command> [--json]
                          start an update; --watch follows it until it ends
   watch JOB_ID           follow a job until it ends
   history                the recent jobs, newest first
-environment: PROCESSGIT_UPDATER_URL (default http://127.0.0.1:9000),
+environment: PROCESSGIT_UPDATER_URL (default http://127.0.0.1:9000, or the port of
+             PROCESSGIT_UPDATER_LISTEN when that is set),
              PROCESSGIT_UPDATER_TOKEN or PROCESSGIT_UPDATER_TOKEN_FILE`;
 
 class UsageError extends Error {}
@@ -65,7 +68,11 @@ export async function run(
   const [command, arg] = args;
   try {
     if (!command || flags.has("--help")) throw new UsageError(USAGE);
-    const baseUrl = (env.PROCESSGIT_UPDATER_URL ?? "http://127.0.0.1:9000").replace(/\/+$/, "");
+    const baseUrl = (
+      env.PROCESSGIT_UPDATER_URL ??
+      loopbackUrlFor(env.PROCESSGIT_UPDATER_LISTEN || "0.0.0.0:9000") ??
+      "http://127.0.0.1:9000"
+    ).replace(/\/+$/, "");
     const bearer = token(env);
     const client = createClient(
       UpdaterService,

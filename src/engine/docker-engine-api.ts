@@ -21,6 +21,7 @@ import { errorMessage, UpdaterError } from "../errors.js";
 import type { AppInfo, ContainerEngine, StepContext } from "../orchestrator/ports.js";
 import { writeFileAtomic } from "../store/atomic-write.js";
 import { cloneCreateBody, cloneNetworkConnects } from "./clone-spec.js";
+import { ComposeEnvFile } from "./compose-env.js";
 import { type ContainerInspect, DockerClient, type MountPoint, type RegistryAuth } from "./docker-client.js";
 
 export const LABEL_JOB = "io.processgit.updater.job";
@@ -49,6 +50,8 @@ export interface DockerEngineApiOptions {
   removeOldImage?: boolean;
   /** Registry credentials, sent only to `registry`. */
   registryAuth?: { registry: string; username: string; password: string };
+  /** The Compose project's .env and the variable naming the app's image (see compose-env.ts). */
+  composeEnv?: { file: string; variable: string };
   timeoutMs?: number;
 }
 
@@ -81,6 +84,7 @@ const MIGRATION_OUTPUT_LIMIT = 64 * 1024;
 export class DockerEngineApi implements ContainerEngine {
   readonly client: DockerClient;
   private readonly settings: Settings;
+  private readonly composeEnv: ComposeEnvFile | undefined;
 
   constructor(private readonly opts: DockerEngineApiOptions) {
     this.client = new DockerClient({ dockerHost: opts.dockerHost, timeoutMs: opts.timeoutMs ?? 30_000 });
@@ -91,6 +95,7 @@ export class DockerEngineApi implements ContainerEngine {
       healthIntervalMs: opts.healthIntervalMs ?? 250,
       migrationTimeoutMs: opts.migrationTimeoutMs ?? 30 * 60_000,
     };
+    this.composeEnv = opts.composeEnv && new ComposeEnvFile(opts.composeEnv.file, opts.composeEnv.variable);
   }
 
   async inspectApp(signal?: AbortSignal): Promise<AppInfo> {
@@ -153,6 +158,7 @@ export class DockerEngineApi implements ContainerEngine {
     );
     await this.checkEngineDisk(ctx, app);
     await this.checkReadinessUrl(ctx);
+    await this.checkComposeEnv(ctx, app);
     if (needed + margin > free) {
       throw new UpdaterError(
         "failed_precondition",
@@ -162,6 +168,24 @@ export class DockerEngineApi implements ContainerEngine {
         },
       );
     }
+  }
+
+  /**
+   * With a Compose env file configured, it must be readable and replaceable now: finding out after
+   * the swap would mean rolling back a healthy update.
+   */
+  private async checkComposeEnv(ctx: StepContext, app: ContainerInspect): Promise<void> {
+    const env = this.composeEnv;
+    if (!env) return;
+    const current = await env.check();
+    const project = app.Config.Labels?.["com.docker.compose.project"];
+    ctx.output(
+      `compose: ${env.path} sets ${env.variable}=${current?.value ?? "(not set)"}; the new image will be recorded there${project ? ` (container of Compose project ${project})` : "; note: the app container has no Compose labels"}\n`,
+    );
+    await ctx.journal("compose env file checked", {
+      "compose.hadValue": current ? "true" : "false",
+      "compose.previous": current?.raw ?? "",
+    });
   }
 
   /**
@@ -436,6 +460,41 @@ export class DockerEngineApi implements ContainerEngine {
   async healthcheck(ctx: StepContext): Promise<void> {
     const id = ctx.job.journal.facts["new.id"] ?? this.opts.appContainer;
     await this.verdict(id, ctx, "the new container");
+    await this.recordInComposeEnv(ctx);
+  }
+
+  /**
+   * Records the new image in the Compose env file, so that `docker compose up -d` resolves the
+   * service to the version now running instead of re-creating it from the previous one. Journaled
+   * first: a rollback (also after a crash) puts the previous value back. A failure here fails the
+   * verdict: an update Compose would silently undo is not a committed update.
+   */
+  private async recordInComposeEnv(ctx: StepContext): Promise<void> {
+    const env = this.composeEnv;
+    if (!env) return;
+    const ref = digestRef(ctx);
+    await ctx.journal("record the new image in the Compose env file", { "compose.recorded": "true" });
+    try {
+      await env.set(ref);
+    } catch (err) {
+      throw new UpdaterError(
+        "failed_precondition",
+        `cannot record the new image in ${env.path}: ${errorMessage(err)}; rolled back so that Compose and the running app agree`,
+        { reason: "COMPOSE_ENV_WRITE_FAILED", cause: err },
+      );
+    }
+    ctx.output(`compose: recorded ${env.variable}=${ref} in ${env.path}\n`);
+  }
+
+  private async restoreComposeEnv(ctx: StepContext): Promise<void> {
+    const env = this.composeEnv;
+    const f = ctx.job.journal.facts;
+    if (!env || f["compose.recorded"] !== "true") return;
+    await ctx.journal("put the previous image back in the Compose env file", {});
+    await env.restore(f["compose.hadValue"] === "true" ? (f["compose.previous"] ?? "") : undefined);
+    ctx.output(
+      `compose: ${env.variable} in ${env.path} set back to ${f["compose.hadValue"] === "true" ? f["compose.previous"] : "(not set)"}\n`,
+    );
   }
 
   // ---- commit ----
@@ -468,6 +527,8 @@ export class DockerEngineApi implements ContainerEngine {
         manualSteps: this.manualSteps(ctx),
       });
     try {
+      // 0. Compose resolves the service to the previous image again.
+      await this.restoreComposeEnv(ctx);
       // 1. The new container (and a migration container left by a crash) goes.
       await ctx.journal("remove the new container", { "rollback.started": "true" });
       for (const c of await this.ours(ctx.job.id, ctx.signal)) {
@@ -758,6 +819,11 @@ export class DockerEngineApi implements ContainerEngine {
     steps.push(
       `${steps.length + 1}. Give the previous container its name back and start it: docker rename ${oldId} ${name} && docker start ${name}`,
     );
+    if (this.composeEnv && f["compose.recorded"] === "true") {
+      steps.push(
+        `${steps.length + 1}. Set ${this.composeEnv.variable} in ${this.composeEnv.path} back to ${f["compose.hadValue"] === "true" ? f["compose.previous"] : "what it was (it was not set)"}, so that docker compose up -d keeps the previous version.`,
+      );
+    }
     steps.push(`${steps.length + 1}. Check that the app serves, then start updates again.`);
     return steps.join("\n");
   }

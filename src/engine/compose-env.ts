@@ -1,0 +1,117 @@
+/**
+ * The Compose project's `.env`, kept consistent with what the updater installed.
+ *
+ * A deployment made with Compose names the app's image through a variable of the project's `.env`
+ * (`image: ${PROCESSGIT_IMAGE}`). After an update the running container uses the new image, but
+ * the compose file still resolves to the old one: the next `docker compose up -d` would see the
+ * container as drifted and re-create it from the OLD image, silently undoing the update. So when an
+ * update passes its health verdict the updater records the new image (the digest reference it
+ * pulled) in that variable, and a rollback puts the previous value back.
+ *
+ * Only the one assignment line changes; comments, order and every other line (the token among
+ * them) are kept byte for byte. The file is replaced atomically (temp file, fsync, rename) with
+ * its mode kept, so it needs a writable directory: mount the project directory, not the file.
+ */
+import { access, chown, constants, readFile, stat } from "node:fs/promises";
+import { dirname } from "node:path";
+import { errorMessage, UpdaterError } from "../errors.js";
+import { writeFileAtomic } from "../store/atomic-write.js";
+
+export const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** An assignment line `NAME=value` (spaces around `=` allowed, an `export ` prefix tolerated). */
+function assignment(variable: string): RegExp {
+  return new RegExp(`^(\\s*(?:export\\s+)?${variable}\\s*=)(.*)$`);
+}
+
+/** What `variable` is set to in `.env` text, as written (`raw`) and as Compose reads it (`value`). */
+export function envAssignment(text: string, variable: string): { raw: string; value: string } | undefined {
+  const re = assignment(variable);
+  let found: { raw: string; value: string } | undefined;
+  for (const line of text.split(/\r?\n/)) {
+    const m = re.exec(line);
+    // Compose uses the last assignment when a variable is set twice.
+    if (m) found = { raw: m[2] ?? "", value: unquote((m[2] ?? "").trim()) };
+  }
+  return found;
+}
+
+/**
+ * `text` with `variable` set to `value`: every assignment line of it is replaced (so no later
+ * duplicate can override the new value), or one is appended when there is none; nothing else changes.
+ */
+export function withEnvValue(text: string, variable: string, value: string): string {
+  const re = assignment(variable);
+  let found = false;
+  const lines = text.split("\n").map((line) => {
+    const cr = line.endsWith("\r") ? "\r" : "";
+    const m = re.exec(cr ? line.slice(0, -1) : line);
+    if (!m) return line;
+    found = true;
+    return `${m[1]}${value}${cr}`;
+  });
+  if (found) return lines.join("\n");
+  const sep = text === "" || text.endsWith("\n") ? "" : "\n";
+  return `${text}${sep}${variable}=${value}\n`;
+}
+
+function unquote(v: string): string {
+  if (v.length >= 2 && (v[0] === '"' || v[0] === "'") && v.endsWith(v[0])) return v.slice(1, -1);
+  return v.replace(/\s+#.*$/, "");
+}
+
+export class ComposeEnvFile {
+  constructor(
+    readonly path: string,
+    readonly variable: string,
+  ) {}
+
+  /** Reads the current assignment, and checks that the file can be replaced. Changes nothing. */
+  async check(): Promise<{ raw: string; value: string } | undefined> {
+    let text: string;
+    try {
+      text = await readFile(this.path, "utf8");
+    } catch (err) {
+      throw this.problem(`cannot read it: ${errorMessage(err)}`);
+    }
+    try {
+      await access(dirname(this.path), constants.W_OK);
+    } catch {
+      throw this.problem(
+        `its directory ${dirname(this.path)} is not writable by this process (uid ${process.getuid?.() ?? "?"}); the file is replaced atomically, so mount the Compose project directory (not the file alone) and let the updater's user write to it`,
+      );
+    }
+    return envAssignment(text, this.variable);
+  }
+
+  /**
+   * Sets the variable to `value` (written as is: an image reference needs no quoting), atomically,
+   * keeping the file's mode (and owner when permitted).
+   */
+  async set(value: string): Promise<void> {
+    const before = await stat(this.path);
+    const text = await readFile(this.path, "utf8");
+    await writeFileAtomic(this.path, withEnvValue(text, this.variable, value), before.mode & 0o7777);
+    // Keeps the operator's ownership when the updater may (as root); a non-root updater cannot.
+    await chown(this.path, before.uid, before.gid).catch(() => {});
+  }
+
+  /** Puts back what `check` read: the previous value as it was written, or no assignment at all. */
+  async restore(previous: string | undefined): Promise<void> {
+    if (previous !== undefined) return this.set(previous);
+    const text = await readFile(this.path, "utf8");
+    const re = assignment(this.variable);
+    const kept = text.split("\n").filter((line) => !re.test(line.replace(/\r$/, "")));
+    const before = await stat(this.path);
+    await writeFileAtomic(this.path, kept.join("\n"), before.mode & 0o7777);
+    await chown(this.path, before.uid, before.gid).catch(() => {});
+  }
+
+  private problem(what: string): UpdaterError {
+    return new UpdaterError(
+      "failed_precondition",
+      `the Compose env file ${this.path} (PROCESSGIT_UPDATER_COMPOSE_ENV_FILE) must be kept in step with the update, but ${what}`,
+      { reason: "PREFLIGHT_FAILED" },
+    );
+  }
+}
