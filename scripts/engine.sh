@@ -4,8 +4,8 @@
 #   bash scripts/engine.sh stop
 # Network rule: nothing leaves loopback. The engine has no bridge, no iptables, no forwarding;
 # containers run with host networking and bind 127.0.0.1. The registry listens on 127.0.0.1.
-# Needs root (dockerd) and Debian's docker.io, docker-registry and busybox-static (installed when
-# missing and apt-get is available).
+# Needs root (dockerd) and Debian's docker.io, docker-registry, busybox-static and docker-compose
+# (1.29, for the Compose consistency test) (installed when missing and apt-get is available).
 set -euo pipefail
 
 dir=${PGU_ENGINE_DIR:-/tmp/pgu-engine}
@@ -19,6 +19,7 @@ install_packages() {
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
   [ -x /bin/busybox ] || missing+=(busybox-static)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]} (apt-get)"
     export DEBIAN_FRONTEND=noninteractive

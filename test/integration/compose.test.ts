@@ -1,0 +1,200 @@
+/**
+ * Compose consistency, with Debian's docker-compose 1.29 on the real engine: an app deployed by
+ * Compose, updated by the updater (JobRunner + Docker Engine API adapter with the project's .env
+ * configured), and then the operator's routine `docker-compose up -d`. It must keep the version
+ * the update installed (Compose resolves the service to the image the updater recorded in .env),
+ * keep the data, and leave Compose consistent: a second `up -d` has nothing to do.
+ *
+ * The deployment here uses host networking (the loopback rule of this machine); deploy/docker-
+ * compose.yml itself is checked with `docker-compose config` at the end.
+ */
+import { execFile } from "node:child_process";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { DockerEngineApi } from "../../src/engine/docker-engine-api.js";
+import { silentLogger } from "../../src/log.js";
+import type { Job } from "../../src/orchestrator/job.js";
+import { systemClock } from "../../src/orchestrator/ports.js";
+import { JobRunner } from "../../src/orchestrator/runner.js";
+import { FileJobStore } from "../../src/store/file-job-store.js";
+import { FakeVerifier, MemoryReleaseSource, manifestFor } from "../fakes/fake-release.js";
+import { type Fixture, imageOf, serving, useEngineSuite, waitServing } from "../helpers/app-fixture.js";
+import { docker, RUN_LABEL, TEST_LABEL } from "../helpers/docker.js";
+import { finished } from "../helpers/runner-harness.js";
+
+const suite = useEngineSuite("compose");
+const runners: JobRunner[] = [];
+afterEach(async () => {
+  for (const r of runners.splice(0)) await r.shutdown(1000);
+});
+
+const COMPOSE_FILE = `# The fixture app as an operator deploys it, on host networking (loopback only here).
+services:
+  app:
+    image: \${PROCESSGIT_IMAGE:?set PROCESSGIT_IMAGE in .env}
+    container_name: \${APP_CONTAINER}
+    network_mode: host
+    init: true
+    restart: "no"
+    environment:
+      APP_PORT: \${APP_PORT}
+    volumes:
+      - data:/data
+    labels:
+      ${TEST_LABEL}: "1"
+      ${RUN_LABEL}: \${RUN_ID}
+volumes:
+  data: {}
+`;
+
+interface Project {
+  dir: string;
+  name: string;
+  container: string;
+  port: number;
+  env: string;
+}
+
+let nextPort = 27_200 + Math.floor(Math.random() * 700);
+
+function compose(project: Project, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      "docker-compose",
+      ["--no-ansi", ...args],
+      { cwd: project.dir, env: { ...process.env, DOCKER_HOST: suite.env.dockerHost }, timeout: 120_000 },
+      (err, stdout, stderr) =>
+        err
+          ? reject(new Error(`docker-compose ${args.join(" ")}: ${stderr || err.message}`))
+          : resolve(stdout + stderr),
+    );
+  });
+}
+
+async function deploy(v1: Fixture): Promise<Project> {
+  const port = nextPort++;
+  const name = `pgucompose${suite.janitor.runId}${port}`;
+  const dir = join(suite.work, name);
+  await mkdir(dir);
+  const container = suite.janitor.name(`compose-app-${port}`);
+  // The operator's .env: a secret, a comment and the image by tag, as first deployed.
+  const env = [
+    "# ProcessGit deployment settings",
+    `COMPOSE_PROJECT_NAME=${name}`,
+    "PROCESSGIT_UPDATER_TOKEN=compose-test-token-0123456789abcdef0123456789",
+    `PROCESSGIT_IMAGE=${v1.ref}`,
+    `APP_CONTAINER=${container}`,
+    `APP_PORT=${port}`,
+    `RUN_ID=${suite.janitor.runId}`,
+    "",
+  ].join("\n");
+  await writeFile(join(dir, "docker-compose.yml"), COMPOSE_FILE);
+  await writeFile(join(dir, ".env"), env, { mode: 0o640 });
+  const project = { dir, name, container, port, env };
+  suite.janitor.onCleanup(() => compose(project, ["down", "-v", "--remove-orphans"]));
+  suite.janitor.onCleanup(async () => {
+    const ids = (await docker(["ps", "-aq", "--filter", `name=^/${container}`])).split("\n").filter(Boolean);
+    if (ids.length > 0) await docker(["rm", "-f", ...ids]);
+  });
+  await compose(project, ["up", "-d"]);
+  await waitServing(port, v1.version);
+  return project;
+}
+
+async function update(project: Project, variant: string): Promise<Job> {
+  const fixture = suite.fixtures[variant] as Fixture;
+  const tag = `v${fixture.version}`;
+  const source = new MemoryReleaseSource().add(tag, {
+    manifest: manifestFor(tag, {
+      image: imageOf(fixture),
+      migration: {
+        required: true,
+        command: ["/bin/sh", "/opt/app/migrate.sh"],
+        estimated_downtime_seconds: 0,
+      },
+    }),
+  });
+  const runner = new JobRunner({
+    store: new FileJobStore(join(project.dir, "state")),
+    source,
+    verifier: new FakeVerifier(),
+    engine: new DockerEngineApi({
+      dockerHost: suite.env.dockerHost,
+      appContainer: project.container,
+      snapshotDir: join(project.dir, "snapshots"),
+      healthDeadlineMs: 15_000,
+      healthSoakMs: 1500,
+      healthIntervalMs: 100,
+      migrationTimeoutMs: 60_000,
+      composeEnv: { file: join(project.dir, ".env"), variable: "PROCESSGIT_IMAGE" },
+    }),
+    clock: systemClock,
+    newId: () => crypto.randomUUID(),
+    log: silentLogger,
+  });
+  runners.push(runner);
+  await runner.open();
+  const job = await runner.start({ tag });
+  return finished(runner, job.id, 90_000);
+}
+
+/** "name image-id" of every container named like the app, running or not. */
+async function containers(project: Project): Promise<string[]> {
+  const ids = (await docker(["ps", "-aq", "--filter", `name=^/${project.container}`]))
+    .split("\n")
+    .filter(Boolean);
+  if (ids.length === 0) return [];
+  return (await docker(["inspect", "-f", "{{.Name}} {{.Image}}", ...ids])).split("\n").filter(Boolean).sort();
+}
+
+const imageId = async (ref: string) => (await docker(["image", "inspect", "-f", "{{.Id}}", ref])).trim();
+const dataOf = (project: Project) => docker(["exec", project.container, "cat", "/data/schema"]);
+
+describe("docker-compose up -d after an update (Debian docker-compose 1.29)", () => {
+  it("keeps the updated version and its data, and a second up -d has nothing to do", async () => {
+    const v2 = suite.fixtures.v2 as Fixture;
+    const project = await deploy(suite.fixtures.v1 as Fixture);
+    const job = await update(project, "v2");
+    expect(job.state, JSON.stringify(job.error)).toBe("committed");
+    expect(await serving(project.port)).toBe("2.0.0");
+    const health = job.steps.find((s) => s.state === "healthchecking");
+    expect(health?.output).toContain(`recorded PROCESSGIT_IMAGE=${v2.repository}@${v2.digest}`);
+
+    // Only the image line changed; the secret, the comment and the mode are as the operator left them.
+    const envFile = join(project.dir, ".env");
+    expect(await readFile(envFile, "utf8")).toBe(
+      project.env.replace(/^PROCESSGIT_IMAGE=.*$/m, `PROCESSGIT_IMAGE=${v2.repository}@${v2.digest}`),
+    );
+    expect((await stat(envFile)).mode & 0o777).toBe(0o640);
+    const migrated = await dataOf(project);
+
+    // The operator's routine: Compose re-creates the drifted container from the image .env names,
+    // which is the version the update installed.
+    const first = await compose(project, ["up", "-d"]);
+    await waitServing(project.port, "2.0.0");
+    const v2Id = await imageId(`${v2.repository}@${v2.digest}`);
+    expect(await containers(project)).toEqual([`/${project.container} ${v2Id}`]);
+    expect(await dataOf(project)).toBe(migrated);
+
+    // And Compose agrees with what runs: nothing left to do.
+    const second = await compose(project, ["up", "-d"]);
+    expect(second, `first up -d said: ${first}`).toMatch(/is up-to-date/);
+    expect(second).not.toMatch(/Recreating/);
+    expect(await serving(project.port)).toBe("2.0.0");
+  }, 180_000);
+
+  it("a rolled back update leaves .env untouched, and up -d keeps the previous version", async () => {
+    const v1 = suite.fixtures.v1 as Fixture;
+    const project = await deploy(v1);
+    const before = await stat(join(project.dir, ".env"));
+    const job = await update(project, "never-healthy");
+    expect(job.state).toBe("rolled_back");
+    expect(await readFile(join(project.dir, ".env"), "utf8")).toBe(project.env);
+    expect((await stat(join(project.dir, ".env"))).ino).toBe(before.ino);
+    const out = await compose(project, ["up", "-d"]);
+    expect(out).toMatch(/is up-to-date/);
+    expect(await serving(project.port)).toBe("1.0.0");
+    expect(await containers(project)).toEqual([`/${project.container} ${await imageId(v1.ref)}`]);
+  }, 180_000);
+});
