@@ -197,4 +197,26 @@ describe("docker-compose up -d after an update (Debian docker-compose 1.29)", ()
     expect(await serving(project.port)).toBe("1.0.0");
     expect(await containers(project)).toEqual([`/${project.container} ${await imageId(v1.ref)}`]);
   }, 180_000);
+
+  it("deploy/docker-compose.yml with a filled-in .env.example is valid, and names what is missing", async () => {
+    const deploy = join(import.meta.dirname, "../../deploy");
+    const example = await readFile(join(deploy, ".env.example"), "utf8");
+    const dir = join(suite.work, "deploy-config");
+    await mkdir(dir);
+    const project: Project = { dir, name: "deploy-config", container: "", port: 0, env: "" };
+    const filled = example
+      .replace(/^PROCESSGIT_UPDATER_TOKEN=$/m, "PROCESSGIT_UPDATER_TOKEN=0123456789abcdef0123456789abcdef")
+      .replace(/^DOCKER_GID=$/m, "DOCKER_GID=998");
+    await writeFile(join(dir, "filled.env"), filled);
+    await writeFile(join(dir, "example.env"), example);
+    const file = join(deploy, "docker-compose.yml");
+    const config = await compose(project, ["-f", file, "--env-file", join(dir, "filled.env"), "config"]);
+    expect(config).toContain("PROCESSGIT_UPDATER_COMPOSE_ENV_FILE: /deploy/.env");
+    expect(config).toMatch(/group_add:\n\s+- '998'/);
+    // The updater publishes no port; only ProcessGit does.
+    expect(config.match(/published:/g)?.length).toBe(2);
+    await expect(
+      compose(project, ["-f", file, "--env-file", join(dir, "example.env"), "config"]),
+    ).rejects.toThrow(/set (PROCESSGIT_UPDATER_TOKEN|DOCKER_GID) in .env/);
+  });
 });
