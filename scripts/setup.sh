@@ -72,5 +72,6 @@ go_tool grpcurl github.com/fullstorydev/grpcurl github.com/fullstorydev/grpcurl/
   "the gRPC client of the protocol tests"
 go_tool cosign github.com/sigstore/cosign/v2 github.com/sigstore/cosign/v2/cmd/cosign "$COSIGN_VERSION" \
   "signer and second opinion of the key-verifier tests; a few minutes the first time"
+go_tool actionlint github.com/rhysd/actionlint github.com/rhysd/actionlint/cmd/actionlint v1.7.12 "lints .github/workflows (npm run lint)"
 
 say "ready: node $(node --version), npm $(npm --version), grpcurl $GRPCURL_VERSION, cosign $COSIGN_VERSION"
