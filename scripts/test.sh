@@ -27,5 +27,7 @@ if [ -z "${DOCKER_HOST:-}" ]; then
   trap 'bash scripts/engine.sh stop' EXIT
   eval "$(bash scripts/engine.sh start)"
 fi
+echo "== the updater's image from the unchanged Dockerfile (scripts/image.sh; base image stand-in when missing)"
+bash scripts/image.sh processgit-updater:test
 echo "== tests (vitest)"
 npm test
