@@ -447,3 +447,17 @@ describe("loadConfig: the signer policy (exactly one, else refuse)", () => {
     });
   });
 });
+
+describe("docs/configuration.md", () => {
+  it("documents every environment variable the configuration reads", async () => {
+    const { readFile } = await import("node:fs/promises");
+    const source = await readFile(new URL("../../src/config.ts", import.meta.url), "utf8");
+    const docs = await readFile(new URL("../../docs/configuration.md", import.meta.url), "utf8");
+    const names = new Set(
+      source.match(/"(PROCESSGIT_UPDATER_[A-Z_]+|DOCKER_HOST)"/g)?.map((n) => n.slice(1, -1)),
+    );
+    expect(names.size).toBeGreaterThan(20);
+    const missing = [...names].filter((name) => !docs.includes(`\`${name}\``));
+    expect(missing).toEqual([]);
+  });
+});
