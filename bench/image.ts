@@ -138,6 +138,7 @@ async function main(): Promise<void> {
         "--network",
         "host",
         "--read-only",
+        "--no-healthcheck",
         "--label",
         "io.processgit.updater.test=1",
         image,
