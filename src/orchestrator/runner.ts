@@ -641,6 +641,15 @@ export class JobRunner {
           if (s) s.progress = { done, total, unit };
         }),
     });
+    const started = performance.now();
+    const logEnd = (status: string) =>
+      this.opts.log.info("step ended", {
+        job: run.job.id,
+        state: run.job.steps[index]?.state ?? run.job.state,
+        step: title,
+        status,
+        duration_ms: Math.round(performance.now() - started),
+      });
     try {
       const result = await work(ctx);
       await this.update(run, (draft) => {
@@ -649,8 +658,10 @@ export class JobRunner {
         s.status = result === false ? "skipped" : "succeeded";
         s.endedAt = this.opts.clock.now().toISOString();
       });
+      logEnd(result === false ? "skipped" : "succeeded");
       return result;
     } catch (err) {
+      logEnd("failed");
       if (!this.stoppedByShutdown(run)) {
         // Record the failure; if even that cannot be written, the step's own error still wins.
         await this.update(run, (draft) => {

@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { UpdaterError } from "../../src/errors.js";
+import { createLogger } from "../../src/log.js";
 import {
   cloneJob,
   FORWARD_STATES,
@@ -1062,5 +1063,28 @@ describe("shutdown", () => {
     const err = await updaterError(h.runner.start({ tag: "v2.0.0" }));
     expect(err.code).toBe("unavailable");
     expect(err.message).toContain("shutting down");
+  });
+});
+
+describe("logs", () => {
+  it("one JSON line per event: job id, state and step with its duration, never the token or a secret", async () => {
+    const lines: string[] = [];
+    const h = await openHarness({ options: { log: createLogger("info", (line) => lines.push(line)) } });
+    const job = await h.runner.start({ tag: "v2.0.0" });
+    expect((await finished(h.runner, job.id)).state).toBe("committed");
+    const events = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.every((l) => l.endsWith("\n") && !l.slice(0, -1).includes("\n"))).toBe(true);
+    const steps = events.filter((e) => e.msg === "step ended");
+    expect(steps.length).toBeGreaterThanOrEqual(7);
+    for (const e of steps) {
+      expect(e).toMatchObject({ job: job.id, status: expect.stringMatching(/^(succeeded|skipped)$/) });
+      expect(typeof e.state).toBe("string");
+      expect(typeof e.step).toBe("string");
+      expect(e.duration_ms).toBeGreaterThanOrEqual(0);
+    }
+    expect(steps.map((e) => e.state)).toEqual(
+      expect.arrayContaining(["planning", "snapshotting", "pulling", "swapping", "healthchecking"]),
+    );
+    expect(events.filter((e) => e.msg === "job state").map((e) => e.state)).toContain("committed");
   });
 });
