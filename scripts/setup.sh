@@ -58,7 +58,7 @@ fi
 #    binary in .tools/bin is not the pinned module version.
 go_tool() { # name module package version why
   local name=$1 module=$2 package=$3 version=$4 why=$5
-  if go version -m "$tools/bin/$name" 2>/dev/null | grep -Eq "mod[[:space:]]+$module[[:space:]]+$version"; then
+  if go version -m "$tools/bin/$name" 2>/dev/null | grep -Eq "mod[[:space:]]+${module}[[:space:]]+${version}"; then
     return
   fi
   if ! command -v go >/dev/null 2>&1; then
@@ -66,12 +66,20 @@ go_tool() { # name module package version why
     exit 1
   fi
   say "building $name $version into .tools/bin (go install; $why)"
-  GOBIN="$tools/bin" GOFLAGS=-buildvcs=false go install "$package@$version"
+  # Installed under its package's name (compose's is `cmd`), then named as the tests call it.
+  rm -rf "$tools/gobin"
+  GOBIN="$tools/gobin" GOFLAGS=-buildvcs=false go install "$package@$version"
+  mkdir -p "$tools/bin"
+  mv "$tools/gobin/${package##*/}" "$tools/bin/$name"
+  rm -rf "$tools/gobin"
 }
 go_tool grpcurl github.com/fullstorydev/grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION" \
   "the gRPC client of the protocol tests"
 go_tool cosign github.com/sigstore/cosign/v2 github.com/sigstore/cosign/v2/cmd/cosign "$COSIGN_VERSION" \
   "signer and second opinion of the key-verifier tests; a few minutes the first time"
 go_tool actionlint github.com/rhysd/actionlint github.com/rhysd/actionlint/cmd/actionlint v1.7.12 "lints .github/workflows (npm run lint)"
+# v2.28.1: later versions' go.mod has exclude directives, which `go install pkg@version` refuses.
+go_tool docker-compose-v2 github.com/docker/compose/v2 github.com/docker/compose/v2/cmd v2.28.1 \
+  "Compose v2 for the Compose consistency test; about two minutes the first time"
 
 say "ready: node $(node --version), npm $(npm --version), grpcurl $GRPCURL_VERSION, cosign $COSIGN_VERSION"

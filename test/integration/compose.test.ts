@@ -1,5 +1,6 @@
 /**
- * Compose consistency, with Debian's docker-compose 1.29 on the real engine: an app deployed by
+ * Compose consistency, with Debian's docker-compose 1.29 and with Compose v2 (built by
+ * scripts/setup.sh) on the real engine: an app deployed by
  * Compose, updated by the updater (JobRunner + Docker Engine API adapter with the project's .env
  * configured), and then the operator's routine `docker-compose up -d`. It must keep the version
  * the update installed (Compose resolves the service to the image the updater recorded in .env),
@@ -54,15 +55,43 @@ interface Project {
   container: string;
   port: number;
   env: string;
+  impl?: Implementation;
 }
 
 let nextPort = 27_200 + Math.floor(Math.random() * 700);
 
-function compose(project: Project, args: string[]): Promise<string> {
+interface Implementation {
+  name: string;
+  bin: string;
+  flags: string[];
+  /** What `up -d` prints for a container it leaves alone. */
+  upToDate: RegExp;
+}
+
+const IMPLEMENTATIONS: Implementation[] = [
+  {
+    name: "docker-compose 1.29 (Debian)",
+    bin: "docker-compose",
+    flags: ["--no-ansi"],
+    upToDate: /is up-to-date/,
+  },
+  {
+    name: "Compose v2",
+    bin: join(import.meta.dirname, "../../.tools/bin/docker-compose-v2"),
+    flags: ["--ansi", "never"],
+    upToDate: /Container \S+\s+Running/,
+  },
+];
+
+function compose(
+  project: Project,
+  args: string[],
+  impl: Implementation = IMPLEMENTATIONS[0] as Implementation,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
-      "docker-compose",
-      ["--no-ansi", ...args],
+      impl.bin,
+      [...impl.flags, ...args],
       { cwd: project.dir, env: { ...process.env, DOCKER_HOST: suite.env.dockerHost }, timeout: 120_000 },
       (err, stdout, stderr) =>
         err
@@ -72,7 +101,7 @@ function compose(project: Project, args: string[]): Promise<string> {
   });
 }
 
-async function deploy(v1: Fixture): Promise<Project> {
+async function deploy(v1: Fixture, impl: Implementation): Promise<Project> {
   const port = nextPort++;
   const name = `pgucompose${suite.janitor.runId}${port}`;
   const dir = join(suite.work, name);
@@ -91,13 +120,13 @@ async function deploy(v1: Fixture): Promise<Project> {
   ].join("\n");
   await writeFile(join(dir, "docker-compose.yml"), COMPOSE_FILE);
   await writeFile(join(dir, ".env"), env, { mode: 0o640 });
-  const project = { dir, name, container, port, env };
-  suite.janitor.onCleanup(() => compose(project, ["down", "-v", "--remove-orphans"]));
+  const project = { dir, name, container, port, env, impl };
+  suite.janitor.onCleanup(() => compose(project, ["down", "-v", "--remove-orphans"], impl));
   suite.janitor.onCleanup(async () => {
     const ids = (await docker(["ps", "-aq", "--filter", `name=^/${container}`])).split("\n").filter(Boolean);
     if (ids.length > 0) await docker(["rm", "-f", ...ids]);
   });
-  await compose(project, ["up", "-d"]);
+  await compose(project, ["up", "-d"], impl);
   await waitServing(port, v1.version);
   return project;
 }
@@ -148,13 +177,15 @@ async function containers(project: Project): Promise<string[]> {
   return (await docker(["inspect", "-f", "{{.Name}} {{.Image}}", ...ids])).split("\n").filter(Boolean).sort();
 }
 
+const containerId = async (project: Project) =>
+  (await docker(["inspect", "-f", "{{.Id}}", project.container])).trim();
 const imageId = async (ref: string) => (await docker(["image", "inspect", "-f", "{{.Id}}", ref])).trim();
 const dataOf = (project: Project) => docker(["exec", project.container, "cat", "/data/schema"]);
 
-describe("docker-compose up -d after an update (Debian docker-compose 1.29)", () => {
+describe.each(IMPLEMENTATIONS)("up -d after an update, with $name", (impl) => {
   it("keeps the updated version and its data, and a second up -d has nothing to do", async () => {
     const v2 = suite.fixtures.v2 as Fixture;
-    const project = await deploy(suite.fixtures.v1 as Fixture);
+    const project = await deploy(suite.fixtures.v1 as Fixture, impl);
     const job = await update(project, "v2");
     expect(job.state, JSON.stringify(job.error)).toBe("committed");
     expect(await serving(project.port)).toBe("2.0.0");
@@ -171,33 +202,39 @@ describe("docker-compose up -d after an update (Debian docker-compose 1.29)", ()
 
     // The operator's routine: Compose re-creates the drifted container from the image .env names,
     // which is the version the update installed.
-    const first = await compose(project, ["up", "-d"]);
+    const first = await compose(project, ["up", "-d"], impl);
     await waitServing(project.port, "2.0.0");
     const v2Id = await imageId(`${v2.repository}@${v2.digest}`);
     expect(await containers(project)).toEqual([`/${project.container} ${v2Id}`]);
     expect(await dataOf(project)).toBe(migrated);
 
-    // And Compose agrees with what runs: nothing left to do.
-    const second = await compose(project, ["up", "-d"]);
-    expect(second, `first up -d said: ${first}`).toMatch(/is up-to-date/);
-    expect(second).not.toMatch(/Recreating/);
+    // And Compose agrees with what runs: nothing left to do, the container is left as it is.
+    const id = await containerId(project);
+    const second = await compose(project, ["up", "-d"], impl);
+    expect(second, `first up -d said: ${first}`).toMatch(impl.upToDate);
+    expect(second).not.toMatch(/Recreat/);
+    expect(await containerId(project)).toBe(id);
     expect(await serving(project.port)).toBe("2.0.0");
   }, 180_000);
 
   it("a rolled back update leaves .env untouched, and up -d keeps the previous version", async () => {
     const v1 = suite.fixtures.v1 as Fixture;
-    const project = await deploy(v1);
+    const project = await deploy(v1, impl);
     const before = await stat(join(project.dir, ".env"));
     const job = await update(project, "never-healthy");
     expect(job.state).toBe("rolled_back");
     expect(await readFile(join(project.dir, ".env"), "utf8")).toBe(project.env);
     expect((await stat(join(project.dir, ".env"))).ino).toBe(before.ino);
-    const out = await compose(project, ["up", "-d"]);
-    expect(out).toMatch(/is up-to-date/);
+    const id = await containerId(project);
+    const out = await compose(project, ["up", "-d"], impl);
+    expect(out).toMatch(impl.upToDate);
+    expect(await containerId(project)).toBe(id);
     expect(await serving(project.port)).toBe("1.0.0");
     expect(await containers(project)).toEqual([`/${project.container} ${await imageId(v1.ref)}`]);
   }, 180_000);
+});
 
+describe("deploy/", () => {
   it("deploy/docker-compose.yml with a filled-in .env.example is valid, and names what is missing", async () => {
     const deploy = join(import.meta.dirname, "../../deploy");
     const example = await readFile(join(deploy, ".env.example"), "utf8");
@@ -213,6 +250,18 @@ describe("docker-compose up -d after an update (Debian docker-compose 1.29)", ()
     const config = await compose(project, ["-f", file, "--env-file", join(dir, "filled.env"), "config"]);
     expect(config).toContain("PROCESSGIT_UPDATER_COMPOSE_ENV_FILE: /deploy/.env");
     expect(config).toMatch(/group_add:\n\s+- '998'/);
+    // Compose v2 reads the same files the same way (it quotes differently when printing).
+    const v2 = IMPLEMENTATIONS[1] as Implementation;
+    const configV2 = await compose(
+      project,
+      ["-f", file, "--env-file", join(dir, "filled.env"), "config"],
+      v2,
+    );
+    expect(configV2).toContain("PROCESSGIT_UPDATER_COMPOSE_ENV_FILE: /deploy/.env");
+    expect(configV2).toMatch(/group_add:\n\s+- "998"/);
+    expect(configV2).toContain(
+      "PROCESSGIT_UPDATER_SIGNER_IDENTITY: https://github\\.com/Algomation-AI/ProcessGit/\\.github/workflows/release\\.yml@refs/tags/v.*",
+    );
     // The updater publishes no port; only ProcessGit does.
     expect(config.match(/published:/g)?.length).toBe(2);
     await expect(
