@@ -133,10 +133,12 @@ export class DockerEngineApi implements ContainerEngine {
       );
     }
     ctx.output(`app container ${this.opts.appContainer} (${short(app.Id)}) runs ${app.Config.Image}\n`);
+    const composeProject = app.Config.Labels?.["com.docker.compose.project"];
     await ctx.journal("pre-flight done", {
       "app.id": app.Id,
       "app.name": this.opts.appContainer,
       "app.image": app.Image,
+      ...(composeProject ? { "app.composeProject": composeProject } : {}),
     });
 
     const mounts = dataMounts(app);
@@ -807,25 +809,31 @@ export class DockerEngineApi implements ContainerEngine {
     const name = this.opts.appContainer;
     const f = ctx.job.journal.facts;
     const oldId = f["app.id"] ? short(f["app.id"]) : "(see docker ps -a)";
-    const steps = [
-      `1. See what this job left: docker ps -a --filter label=${LABEL_JOB}=${ctx.job.id}; remove those containers (docker rm -f ID), but not the previous app container ${oldId}.`,
-      `2. If another container is called ${name}, rename it away: docker rename ${name} ${name}-broken`,
-    ];
-    if (f["migration.started"] === "true") {
+    const steps: string[] = [];
+    if (f["app.composeProject"]) {
       steps.push(
-        `3. The migration ran: restore the data before starting the previous version. The snapshot is in ${f["snapshot.dir"] ?? this.snapshotPath(ctx.job.id)} (manifest.json lists each mount and its tar file); for each, empty the volume and extract the tar into the parent of its destination, e.g. docker run --rm -v VOLUME:/restore -v SNAPSHOT_DIR:/snap:ro IMAGE sh -c 'rm -rf /restore/* /restore/.[!.]* && tar -xpf /snap/mount-0.tar -C /restore --strip-components=1'`,
+        `Do not run docker compose up -d (project ${f["app.composeProject"]}) before these steps are done: Compose counts the previous container ${oldId} (renamed ${name}-pgu-old-${short(ctx.job.id)}) as one of its service's containers and would remove it.`,
       );
     }
     steps.push(
-      `${steps.length + 1}. Give the previous container its name back and start it: docker rename ${oldId} ${name} && docker start ${name}`,
+      `See what this job left: docker ps -a --filter label=${LABEL_JOB}=${ctx.job.id}; remove those containers (docker rm -f ID), but not the previous app container ${oldId}.`,
+      `If another container is called ${name}, rename it away: docker rename ${name} ${name}-broken`,
+    );
+    if (f["migration.started"] === "true") {
+      steps.push(
+        `The migration ran: restore the data before starting the previous version. The snapshot is in ${f["snapshot.dir"] ?? this.snapshotPath(ctx.job.id)} (manifest.json lists each mount and its tar file); for each, empty the volume and extract the tar into the parent of its destination, e.g. docker run --rm -v VOLUME:/restore -v SNAPSHOT_DIR:/snap:ro IMAGE sh -c 'rm -rf /restore/* /restore/.[!.]* && tar -xpf /snap/mount-0.tar -C /restore --strip-components=1'`,
+      );
+    }
+    steps.push(
+      `Give the previous container its name back and start it: docker rename ${oldId} ${name} && docker start ${name}`,
     );
     if (this.composeEnv && f["compose.recorded"] === "true") {
       steps.push(
-        `${steps.length + 1}. Set ${this.composeEnv.variable} in ${this.composeEnv.path} back to ${f["compose.hadValue"] === "true" ? f["compose.previous"] : "what it was (it was not set)"}, so that docker compose up -d keeps the previous version.`,
+        `Set ${this.composeEnv.variable} in ${this.composeEnv.path} back to ${f["compose.hadValue"] === "true" ? f["compose.previous"] : "what it was (it was not set)"}, so that docker compose up -d keeps the previous version.`,
       );
     }
-    steps.push(`${steps.length + 1}. Check that the app serves, then start updates again.`);
-    return steps.join("\n");
+    steps.push("Check that the app serves, then start updates again.");
+    return steps.map((step, i) => `${i + 1}. ${step}`).join("\n");
   }
 }
 

@@ -131,7 +131,7 @@ async function deploy(v1: Fixture, impl: Implementation): Promise<Project> {
   return project;
 }
 
-async function update(project: Project, variant: string): Promise<Job> {
+async function update(project: Project, variant: string, during?: (job: Job) => Promise<void>): Promise<Job> {
   const fixture = suite.fixtures[variant] as Fixture;
   const tag = `v${fixture.version}`;
   const source = new MemoryReleaseSource().add(tag, {
@@ -165,7 +165,13 @@ async function update(project: Project, variant: string): Promise<Job> {
   runners.push(runner);
   await runner.open();
   const job = await runner.start({ tag });
-  return finished(runner, job.id, 90_000);
+  if (!during) return finished(runner, job.id, 90_000);
+  let end = job;
+  for await (const next of runner.watch(job.id)) {
+    await during(next);
+    end = next;
+  }
+  return end;
 }
 
 /** "name image-id" of every container named like the app, running or not. */
@@ -268,4 +274,28 @@ describe("deploy/", () => {
       compose(project, ["-f", file, "--env-file", join(dir, "example.env"), "config"]),
     ).rejects.toThrow(/set (PROCESSGIT_UPDATER_TOKEN|DOCKER_GID) in .env/);
   });
+});
+
+describe("a failed rollback of a Compose-managed app", () => {
+  it("ends failed, and the manual steps first say not to run up -d (Compose would remove the previous container)", async () => {
+    const project = await deploy(suite.fixtures.v1 as Fixture, IMPLEMENTATIONS[0] as Implementation);
+    let sabotaged = false;
+    const end = await update(project, "never-healthy", async (job) => {
+      if (!sabotaged && job.state === "healthchecking") {
+        // Someone removes the kept previous container while the new one is being judged.
+        await docker(["rm", "-f", job.journal.facts["app.id"] ?? ""]);
+        sabotaged = true;
+      }
+    });
+    expect(sabotaged).toBe(true);
+    expect(end.state).toBe("failed");
+    expect(end.error?.manualSteps).toMatch(
+      new RegExp(
+        `^1\\. Do not run docker compose up -d \\(project ${project.name}\\) before these steps are done`,
+      ),
+    );
+    expect(end.error?.manualSteps).toMatch(/\n2\. See what this job left/);
+    // The health verdict never passed, so .env was never touched.
+    expect(await readFile(join(project.dir, ".env"), "utf8")).toBe(project.env);
+  }, 180_000);
 });
