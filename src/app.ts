@@ -10,6 +10,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { UpdaterService } from "../gen/processgit/updater/v1/updater_pb.js";
 import type { Config, SignerPolicy } from "./config.js";
 import { DockerEngineApi } from "./engine/docker-engine-api.js";
+import { errorMessage } from "./errors.js";
 import type { Logger } from "./log.js";
 import type {
   Clock,
@@ -103,7 +104,19 @@ async function start(
   });
   await runner.open();
   try {
-    return await serve(config, log, runner, source, engine, lock);
+    const updater = await serve(config, log, runner, source, engine, lock);
+    // Say at once, not at the first update, when the engine or the app cannot be read (a socket
+    // mounted without its group, a wrong container name). Never blocks or fails the start.
+    engine.inspectApp(AbortSignal.timeout(10_000)).then(
+      (app) =>
+        log.info("app container found", { container: app.container, running: app.running, image: app.image }),
+      (err: unknown) =>
+        log.warn("cannot read the app container; updates will stop at pre-flight until this is fixed", {
+          container: config.appContainer,
+          error: errorMessage(err),
+        }),
+    );
+    return updater;
   } catch (err) {
     // The port is taken, for example: stop the reconciliation that open() may have started.
     await runner.shutdown(0);

@@ -9,13 +9,13 @@
  * pulled) in that variable, and a rollback puts the previous value back.
  *
  * Only the one assignment line changes; comments, order and every other line (the token among
- * them) are kept byte for byte. The file is replaced atomically (temp file, fsync, rename) with
- * its mode kept, so it needs a writable directory: mount the project directory, not the file.
+ * them) are kept byte for byte. The file is rewritten in place (see `rewrite`), so the updater
+ * needs write permission on the file only, and its owner and mode stay the operator's. Mount the
+ * project directory rather than the file alone: tools such as `sed -i` replace the file with a new
+ * one, which a single-file bind mount would not follow.
  */
-import { access, chown, constants, readFile, stat } from "node:fs/promises";
-import { dirname } from "node:path";
+import { access, constants, open, readFile } from "node:fs/promises";
 import { errorMessage, UpdaterError } from "../errors.js";
-import { writeFileAtomic } from "../store/atomic-write.js";
 
 export const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -66,7 +66,7 @@ export class ComposeEnvFile {
     readonly variable: string,
   ) {}
 
-  /** Reads the current assignment, and checks that the file can be replaced. Changes nothing. */
+  /** Reads the current assignment, and checks that the file can be rewritten. Changes nothing. */
   async check(): Promise<{ raw: string; value: string } | undefined> {
     let text: string;
     try {
@@ -75,36 +75,57 @@ export class ComposeEnvFile {
       throw this.problem(`cannot read it: ${errorMessage(err)}`);
     }
     try {
-      await access(dirname(this.path), constants.W_OK);
+      await access(this.path, constants.W_OK);
     } catch {
       throw this.problem(
-        `its directory ${dirname(this.path)} is not writable by this process (uid ${process.getuid?.() ?? "?"}); the file is replaced atomically, so mount the Compose project directory (not the file alone) and let the updater's user write to it`,
+        `it is not writable by this process (uid ${process.getuid?.() ?? "?"}, gid ${process.getgid?.() ?? "?"}); on the host, let the updater's group write it: chgrp 10001 .env && chmod g+w .env (it is rewritten in place, so its owner and mode stay as they are)`,
       );
     }
     return envAssignment(text, this.variable);
   }
 
-  /**
-   * Sets the variable to `value` (written as is: an image reference needs no quoting), atomically,
-   * keeping the file's mode (and owner when permitted).
-   */
+  /** Sets the variable to `value`, written as is (an image reference needs no quoting). */
   async set(value: string): Promise<void> {
-    const before = await stat(this.path);
-    const text = await readFile(this.path, "utf8");
-    await writeFileAtomic(this.path, withEnvValue(text, this.variable, value), before.mode & 0o7777);
-    // Keeps the operator's ownership when the updater may (as root); a non-root updater cannot.
-    await chown(this.path, before.uid, before.gid).catch(() => {});
+    await this.rewrite((text) => withEnvValue(text, this.variable, value));
   }
 
   /** Puts back what `check` read: the previous value as it was written, or no assignment at all. */
   async restore(previous: string | undefined): Promise<void> {
     if (previous !== undefined) return this.set(previous);
-    const text = await readFile(this.path, "utf8");
     const re = assignment(this.variable);
-    const kept = text.split("\n").filter((line) => !re.test(line.replace(/\r$/, "")));
-    const before = await stat(this.path);
-    await writeFileAtomic(this.path, kept.join("\n"), before.mode & 0o7777);
-    await chown(this.path, before.uid, before.gid).catch(() => {});
+    await this.rewrite((text) =>
+      text
+        .split("\n")
+        .filter((line) => !re.test(line.replace(/\r$/, "")))
+        .join("\n"),
+    );
+  }
+
+  /**
+   * Rewrites the file in place: same inode, owner and mode, so it needs only write permission on
+   * the file (not on its directory), and an editor's or Compose's view of it never goes stale.
+   * One write of the whole new contents, padded with newlines to at least the old length, then a
+   * truncation to the exact length: a crash between the two leaves blank lines at the end, which
+   * Compose ignores, never a fragment of an old line.
+   */
+  private async rewrite(edit: (text: string) => string): Promise<void> {
+    const handle = await open(this.path, "r+");
+    try {
+      const before = await handle.readFile();
+      const next = Buffer.from(edit(before.toString("utf8")), "utf8");
+      const padded =
+        next.length >= before.length
+          ? next
+          : Buffer.concat([next, Buffer.alloc(before.length - next.length, 0x0a)]);
+      await handle.write(padded, 0, padded.length, 0);
+      await handle.sync();
+      if (next.length < before.length) {
+        await handle.truncate(next.length);
+        await handle.sync();
+      }
+    } finally {
+      await handle.close();
+    }
   }
 
   private problem(what: string): UpdaterError {

@@ -542,9 +542,14 @@ export class DockerClient {
         );
       }
       if (call.signal?.aborted) return callerAbort(call.signal, label);
+      const denied = (err as NodeJS.ErrnoException).code === "EACCES";
       return new UpdaterError(
         "unavailable",
-        `cannot reach the Docker engine at ${this.dockerHost} (${label}): ${errorText(err)}`,
+        `cannot reach the Docker engine at ${this.dockerHost} (${label}): ${errorText(err)}${
+          denied
+            ? `; this process (uid ${process.getuid?.() ?? "?"}) may not use the socket: run it with the socket's group, e.g. docker run --group-add "$(stat -c %g /var/run/docker.sock)", or group_add: ["\${DOCKER_GID}"] in Compose`
+            : ""
+        }`,
         { reason: "ENGINE_UNAVAILABLE", cause: err },
       );
     };

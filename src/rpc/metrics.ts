@@ -39,12 +39,13 @@ export async function renderMetrics(
     "When the last update committed (0: none kept).",
     [["", lastCommit ? Date.parse(lastCommit) / 1000 : 0]],
   );
-  const durations = new Map<JobState, { sum: number; count: number }>();
+  // Summed in whole milliseconds, so the seconds print without float noise (0.412, not 0.41200000000000003).
+  const durations = new Map<JobState, { sumMs: number; count: number }>();
   for (const job of jobs) {
     for (const step of job.steps) {
       if (!step.endedAt) continue;
-      const d = durations.get(step.state) ?? { sum: 0, count: 0 };
-      d.sum += (Date.parse(step.endedAt) - Date.parse(step.startedAt)) / 1000;
+      const d = durations.get(step.state) ?? { sumMs: 0, count: 0 };
+      d.sumMs += Date.parse(step.endedAt) - Date.parse(step.startedAt);
       d.count += 1;
       durations.set(step.state, d);
     }
@@ -54,7 +55,7 @@ export async function renderMetrics(
     "# TYPE processgit_updater_step_duration_seconds summary",
   );
   for (const [state, d] of durations) {
-    lines.push(`processgit_updater_step_duration_seconds_sum{state="${state}"} ${d.sum}`);
+    lines.push(`processgit_updater_step_duration_seconds_sum{state="${state}"} ${d.sumMs / 1000}`);
     lines.push(`processgit_updater_step_duration_seconds_count{state="${state}"} ${d.count}`);
   }
   const app = await engine.inspectApp(AbortSignal.timeout(2000)).catch(() => undefined);

@@ -32,25 +32,21 @@ export async function fsyncDirectory(dir: string): Promise<void> {
 }
 
 /**
- * Replaces `path` with `data` atomically and durably, with mode 0600 (or `mode`).
+ * Replaces `path` with `data` atomically and durably, with mode 0600.
  *
  * Writes `<path>.<pid>.<random>.tmp` in the same directory, fsyncs it, renames it over `path` and
  * fsyncs the directory. Resolves only once the new contents survive a power loss. On failure before
  * the rename, `path` is unchanged and the temp file is removed; a crash can leave a temp file behind
  * (see {@link removeStaleTempFiles}), never a partial `path`. The directory must exist.
  */
-export async function writeFileAtomic(
-  path: string,
-  data: string | Uint8Array,
-  mode: number = ATOMIC_FILE_MODE,
-): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const temp = tempPathFor(path);
   let renamed = false;
   try {
-    const handle = await open(temp, "wx", mode);
+    const handle = await open(temp, "wx", ATOMIC_FILE_MODE);
     try {
       // The creation mode is filtered by the umask; set it explicitly.
-      await handle.chmod(mode);
+      await handle.chmod(ATOMIC_FILE_MODE);
       await handle.writeFile(data);
       await handle.sync();
     } finally {

@@ -11,7 +11,7 @@
 import { mkdir, open, readFile, unlink } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { StateFileError } from "../errors.js";
+import { errorMessage, StateFileError } from "../errors.js";
 import { writeFileAtomic } from "./atomic-write.js";
 
 export const LOCK_FILE_NAME = "updater.lock";
@@ -30,8 +30,22 @@ export interface StateLock {
 }
 
 export async function acquireStateLock(dir: string): Promise<StateLock> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
   const path = join(dir, LOCK_FILE_NAME);
+  try {
+    return await acquire(dir, path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "EACCES" && code !== "EPERM" && code !== "EROFS") throw err;
+    throw new StateFileError(
+      path,
+      `the state directory ${dir} is not writable by this process (uid ${process.getuid?.() ?? "?"}): ${errorMessage(err)}. Mount a volume there that this user can write (the image's user is uid 10001, and a new named volume takes the image's ownership), or set PROCESSGIT_UPDATER_STATE_DIR to a writable directory`,
+      { cause: err },
+    );
+  }
+}
+
+async function acquire(dir: string, path: string): Promise<StateLock> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
   const mine: LockContent = { pid: process.pid, host: hostname(), startedAt: new Date().toISOString() };
   const text = `${JSON.stringify(mine)}\n`;
   let tookOverFrom: LockContent | undefined;

@@ -55,6 +55,7 @@ interface Project {
   container: string;
   port: number;
   env: string;
+  envInode?: number;
   impl?: Implementation;
 }
 
@@ -120,7 +121,7 @@ async function deploy(v1: Fixture, impl: Implementation): Promise<Project> {
   ].join("\n");
   await writeFile(join(dir, "docker-compose.yml"), COMPOSE_FILE);
   await writeFile(join(dir, ".env"), env, { mode: 0o640 });
-  const project = { dir, name, container, port, env, impl };
+  const project = { dir, name, container, port, env, impl, envInode: (await stat(join(dir, ".env"))).ino };
   suite.janitor.onCleanup(() => compose(project, ["down", "-v", "--remove-orphans"], impl));
   suite.janitor.onCleanup(async () => {
     const ids = (await docker(["ps", "-aq", "--filter", `name=^/${container}`])).split("\n").filter(Boolean);
@@ -204,6 +205,7 @@ describe.each(IMPLEMENTATIONS)("up -d after an update, with $name", (impl) => {
       project.env.replace(/^PROCESSGIT_IMAGE=.*$/m, `PROCESSGIT_IMAGE=${v2.repository}@${v2.digest}`),
     );
     expect((await stat(envFile)).mode & 0o777).toBe(0o640);
+    expect((await stat(envFile)).ino).toBe(project.envInode);
     const migrated = await dataOf(project);
 
     // The operator's routine: Compose re-creates the drifted container from the image .env names,

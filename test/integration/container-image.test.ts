@@ -17,13 +17,14 @@ import {
   startApp,
   useEngineSuite,
 } from "../helpers/app-fixture.js";
-import { docker } from "../helpers/docker.js";
+import { docker, labelArgs } from "../helpers/docker.js";
 import { type GitHubStandIn, startGitHubStandIn } from "../helpers/github-standin.js";
 import { run } from "../helpers/run.js";
 import {
   buildUpdaterImage,
   healthStatus,
   runUpdaterContainer,
+  socketPath,
   type UpdaterContainer,
   waitReady,
 } from "../helpers/updater-image.js";
@@ -191,4 +192,54 @@ describe("the updater's container image", () => {
     expect(again.stdout).toContain("v2.0.0");
     expect(again.stdout).toContain("committed");
   }, 240_000);
+
+  it("says what to fix when the socket's group or a writable state directory is missing", async () => {
+    const env = [
+      "-e",
+      `PROCESSGIT_UPDATER_TOKEN=${TOKEN}`,
+      "-e",
+      "PROCESSGIT_UPDATER_SIGNER_PUBLIC_KEY=/keys/release.pub",
+      "-v",
+      `${keysDir}:/keys:ro`,
+    ];
+    // No volume on a read-only root: the state directory cannot be written. Exit 3, with the fix.
+    const noState = await run(
+      "docker",
+      ["run", "--rm", "--network", "none", "--read-only", ...labelArgs(suite.janitor), ...env, image],
+      { timeoutMs: 60_000 },
+    );
+    expect(noState.code).toBe(3);
+    expect(noState.stderr).toContain(
+      "the state directory /var/lib/processgit-updater is not writable by this process (uid 10001)",
+    );
+    expect(noState.stderr).toContain("Mount a volume there");
+
+    // The socket mounted without its group: the updater serves, and says at once why it cannot work.
+    const port = 29_000 + Math.floor(Math.random() * 300);
+    const name = suite.janitor.container(suite.janitor.name(`nogroup-${port}`));
+    await docker([
+      "run",
+      "-d",
+      "--name",
+      name,
+      ...labelArgs(suite.janitor),
+      "--network",
+      "host",
+      "-v",
+      `${socketPath()}:/var/run/docker.sock`,
+      "-e",
+      `PROCESSGIT_UPDATER_LISTEN=127.0.0.1:${port}`,
+      ...env,
+      image,
+    ]);
+    await waitReady({ name, url: `http://127.0.0.1:${port}`, stateVolume: "" });
+    const until = Date.now() + 15_000;
+    let logs = "";
+    while (!logs.includes("cannot read the app container") && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 100));
+      logs = (await run("docker", ["logs", name])).stdout;
+    }
+    expect(logs).toContain("EACCES");
+    expect(logs).toContain('--group-add \\"$(stat -c %g /var/run/docker.sock)\\"');
+  }, 120_000);
 });

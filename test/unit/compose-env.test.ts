@@ -67,15 +67,19 @@ describe("ComposeEnvFile on a real file", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("sets and restores the value atomically, keeping the mode and leaving no temp file", async () => {
+  it("sets and restores the value in place: same inode, mode and contents, no temp file", async () => {
     const env = new ComposeEnvFile(file, "PROCESSGIT_IMAGE");
     const before = await env.check();
+    const inode = (await stat(file)).ino;
     expect(before?.value).toBe("ghcr.io/algomation-ai/processgit:1.0.0");
     await env.set(NEW);
     expect(await readFile(file, "utf8")).toBe(ENV.replace(before?.raw ?? "", NEW));
     expect((await stat(file)).mode & 0o777).toBe(0o640);
+    expect((await stat(file)).ino).toBe(inode);
+    // Back to the shorter value: padded, then truncated to the exact old contents.
     await env.restore(before?.raw);
     expect(await readFile(file, "utf8")).toBe(ENV);
+    expect((await stat(file)).ino).toBe(inode);
     expect(await readdir(dir)).toEqual([".env"]);
   });
 
@@ -97,7 +101,7 @@ describe("ComposeEnvFile on a real file", () => {
     });
   });
 
-  it("check fails when the directory is not writable by the updater's user (the file is replaced by rename)", async () => {
+  it("check fails when the file is not writable by the updater's user, saying how to allow it", async () => {
     // Root ignores permissions, so the check runs in a child process as the unprivileged `nobody`.
     await chmod(dir, 0o755);
     await chmod(file, 0o644);
@@ -110,7 +114,9 @@ describe("ComposeEnvFile on a real file", () => {
       ...asNobody,
       encoding: "utf8",
     });
-    expect(out).toMatch(/is not writable by this process \(uid \d+\); .*mount the Compose project directory/);
+    expect(out).toMatch(
+      /it is not writable by this process \(uid \d+, gid \d+\); .*chgrp 10001 \.env && chmod g\+w \.env/,
+    );
   });
 });
 
