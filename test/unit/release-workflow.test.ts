@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process";
 import {
   accessSync,
   constants,
+  mkdirSync,
   mkdtempSync,
   readFileSync,
   rmSync,
@@ -29,18 +30,27 @@ const actionlint = join(root, ".tools/bin/actionlint");
 const APP_DIGEST = `sha256:${"a1".repeat(32)}`;
 const UPDATER_DIGEST = `sha256:${"b2".repeat(32)}`;
 
-/** One step of the workflow: its `run` script and its `env` map, verbatim. */
+/** One step of the workflow: its `run` script, its `env` map and its `with` map, verbatim. */
 interface Step {
   run: string;
   env: Record<string, string>;
+  with: Record<string, string>;
+}
+
+/** The step with `id: <id>` that runs a script (see `readStep`). */
+function workflowStep(id: string): Step {
+  const step = readStep(id);
+  if (!step.run) throw new Error(`step ${id} has no run script`);
+  return step;
 }
 
 /**
  * The step with `id: <id>`, read from the workflow text. A small reader for the plain block style
  * this workflow uses (no YAML dependency): the step is the `- ` item around the id line; `env` is a
- * map of one-line values; `run` is one line or a `|` block.
+ * map of one-line values; `run` is one line or a `|` block; `with` maps each input to its one-line
+ * value or its `|` block (lines joined with "\n").
  */
-function workflowStep(id: string): Step {
+function readStep(id: string): Step {
   const lines = workflow.split("\n");
   const idLine = lines.findIndex((l) => l.trim() === `id: ${id}`);
   if (idLine < 0) throw new Error(`release.yml has no step with id: ${id}`);
@@ -52,7 +62,7 @@ function workflowStep(id: string): Step {
     end++;
   const block = lines.slice(start, end).map((l, i) => (i === 0 ? l.replace("- ", "  ") : l));
 
-  const step: Step = { run: "", env: {} };
+  const step: Step = { run: "", env: {}, with: {} };
   for (let i = 0; i < block.length; i++) {
     const line = block[i] ?? "";
     if (indentOf(line) !== fieldIndent) continue;
@@ -77,9 +87,22 @@ function workflowStep(id: string): Step {
       } else {
         step.run = rest;
       }
+    } else if (key === "with") {
+      const inputIndent = Math.min(...children.filter((c) => c.trim()).map(indentOf));
+      for (let j = 0; j < children.length; j++) {
+        const input = /^\s*([a-z-]+):\s*(.*)$/.exec(children[j] ?? "");
+        if (!input?.[1] || indentOf(children[j] ?? "") !== inputIndent) continue;
+        if (input[2] !== "|") {
+          step.with[input[1]] = unquote(input[2] ?? "");
+          continue;
+        }
+        const value: string[] = [];
+        while (j + 1 < children.length && indentOf(children[j + 1] ?? "") > inputIndent)
+          value.push((children[++j] ?? "").trim());
+        step.with[input[1]] = value.join("\n");
+      }
     }
   }
-  if (!step.run) throw new Error(`step ${id} has no run script`);
   return step;
 }
 
@@ -117,13 +140,18 @@ function evaluate(expression: string, contexts: Contexts): string {
   return "";
 }
 
+/** The workflow's spelling of the expression `e`: `${{ e }}`. */
+function expr(e: string): string {
+  return `\${{ ${e} }}`;
+}
+
+/** `text` with its `${{ }}` expressions filled in. */
+function expand(text: string, contexts: Contexts): string {
+  return text.replace(/\$\{\{\s*(.*?)\s*\}\}/g, (_m, expr: string) => evaluate(expr, contexts));
+}
+
 function stepEnv(step: Step, contexts: Contexts): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(step.env).map(([k, v]) => [
-      k,
-      v.replace(/\$\{\{\s*(.*?)\s*\}\}/g, (_m, expr: string) => evaluate(expr, contexts)),
-    ]),
-  );
+  return Object.fromEntries(Object.entries(step.env).map(([k, v]) => [k, expand(v, contexts)]));
 }
 
 interface StepResult {
@@ -173,30 +201,57 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+const TAG_SHA = "c3".repeat(20);
+
+/** A `key=value` $GITHUB_OUTPUT file as the contexts `<prefix>.key`. */
+function readOutputs(file: string, prefix: string): Contexts {
+  const outputs: Contexts = {};
+  for (const line of readFileSync(file, "utf8").split("\n")) {
+    const eq = line.indexOf("=");
+    if (eq > 0) outputs[`${prefix}.${line.slice(0, eq)}`] = line.slice(eq + 1);
+  }
+  return outputs;
+}
+
 /**
- * The prepare job's resolve step as a tag push (or a manual run from the tag) of
- * Algomation-AI/ProcessGit runs it; returns its $GITHUB_OUTPUT as `needs.prepare.outputs.*`.
+ * The prepare job's steps (resolve, then the distinct-sources check) as a tag push (or a manual run
+ * from the tag) of Algomation-AI/ProcessGit runs them, or of the repository `github` names. Stops at
+ * the first step that fails; `outputs` are the job's outputs (`needs.prepare.outputs.*`).
  */
-function prepare(tag: string, contexts: Contexts = {}, github: Record<string, string> = {}): Contexts {
+function prepareJob(
+  tag: string,
+  contexts: Contexts,
+  github: Record<string, string>,
+): StepResult & { outputs: Contexts } {
   const output = join(dir, "github-output");
   writeFileSync(output, "");
-  const result = runStep(workflowStep("resolve"), contexts, dir, {
+  const env = {
     GITHUB_REF: `refs/tags/${tag}`,
     GITHUB_REF_NAME: tag,
+    GITHUB_SHA: TAG_SHA,
     GITHUB_REPOSITORY: "Algomation-AI/ProcessGit",
     GITHUB_REPOSITORY_OWNER: "Algomation-AI",
     GITHUB_WORKFLOW_REF: `Algomation-AI/ProcessGit/.github/workflows/release.yml@refs/tags/${tag}`,
     GITHUB_OUTPUT: output,
     ...github,
-  });
+  };
+  const resolved = runStep(workflowStep("resolve"), contexts, dir, env);
+  const steps = readOutputs(output, "steps.resolve.outputs");
+  const outputs = readOutputs(output, "needs.prepare.outputs");
+  if (resolved.code !== 0) return { ...resolved, outputs };
+  return { ...runStep(workflowStep("distinct-sources"), { ...contexts, ...steps }, dir, env), outputs };
+}
+
+/**
+ * The prepare job, which must succeed; returns its outputs. Run as Algomation-AI/ProcessGit, it
+ * builds the updater from an `updater` directory there unless `contexts` say otherwise: with the
+ * updater in `.` too, the app and the updater would be one source, which the job refuses.
+ */
+function prepare(tag: string, contexts: Contexts = {}, github: Record<string, string> = {}): Contexts {
+  const result = prepareJob(tag, { "vars.PROCESSGIT_UPDATER_CONTEXT": "updater", ...contexts }, github);
   if (result.code !== 0)
-    throw new Error(`the resolve step failed (${result.code}): ${result.stdout}${result.stderr}`);
-  const outputs: Contexts = {};
-  for (const line of readFileSync(output, "utf8").split("\n")) {
-    const eq = line.indexOf("=");
-    if (eq > 0) outputs[`needs.prepare.outputs.${line.slice(0, eq)}`] = line.slice(eq + 1);
-  }
-  return outputs;
+    throw new Error(`the prepare job failed (${result.code}): ${result.stdout}${result.stderr}`);
+  return result.outputs;
 }
 
 /** The manifest job's "Write release.json" step; returns the bytes of release.json and the body. */
@@ -368,6 +423,168 @@ describe("release.json as the release workflow writes it", () => {
   });
 });
 
+describe("the app image and the updater image come from two sources", () => {
+  const sameSource = "::error::the app image would be built from the updater's own source";
+  const asUpdaterRepo = {
+    GITHUB_REPOSITORY: "Algomation-AI/processgit-updater",
+    GITHUB_WORKFLOW_REF: "Algomation-AI/processgit-updater/.github/workflows/release.yml@refs/tags/v2.0.0",
+  };
+
+  it("the defaults, run from processgit-updater: the app is Algomation-AI/ProcessGit at the same tag", () => {
+    const result = prepareJob("v2.0.0", {}, asUpdaterRepo);
+    expect(result.stdout).not.toContain("::error::");
+    expect(result.code).toBe(0);
+    expect(result.outputs).toMatchObject({
+      "needs.prepare.outputs.app_repository": "Algomation-AI/ProcessGit",
+      "needs.prepare.outputs.app_ref": "refs/tags/v2.0.0",
+      "needs.prepare.outputs.app_context": ".",
+      "needs.prepare.outputs.updater_context": ".",
+    });
+  });
+
+  it.each<[string, Contexts, Record<string, string>]>([
+    ["the defaults, run from Algomation-AI/ProcessGit", {}, {}],
+    [
+      "the app set to this repository, run from processgit-updater",
+      { "vars.PROCESSGIT_APP_REPOSITORY": "Algomation-AI/processgit-updater" },
+      asUpdaterRepo,
+    ],
+    [
+      "the same source spelled differently (case, ref, contexts)",
+      {
+        "inputs.tag": "v2.0.0",
+        "inputs.app_repository": "algomation-ai/processgit",
+        "inputs.app_ref": "v2.0.0",
+        "inputs.app_context": "./",
+        "vars.PROCESSGIT_UPDATER_CONTEXT": ".//.",
+      },
+      {},
+    ],
+    [
+      "the app at the tag's commit, in the updater's directory",
+      {
+        "vars.PROCESSGIT_APP_REF": TAG_SHA,
+        "vars.PROCESSGIT_APP_CONTEXT": "./updater/",
+        "vars.PROCESSGIT_UPDATER_CONTEXT": "updater",
+      },
+      {},
+    ],
+  ])("refuses %s, before any build, and says what to set", (_name, contexts, github) => {
+    const result = prepareJob("v2.0.0", contexts, github);
+    expect(result.code).not.toBe(0);
+    expect(result.stdout).toContain(sameSource);
+    expect(result.stdout).toContain("Set PROCESSGIT_APP_REPOSITORY (or the app_repository input)");
+    expect(result.stdout).toContain("PROCESSGIT_UPDATER_CONTEXT");
+    // The job whose failure stops the build: the images job needs it.
+    expect(workflow).toMatch(/^ {2}images:\n(?: {4}.*\n)*? {4}needs: prepare\n/m);
+  });
+
+  it.each<[string, Contexts]>([
+    ["the updater in its own directory", { "vars.PROCESSGIT_UPDATER_CONTEXT": "updater" }],
+    ["the app in its own directory", { "vars.PROCESSGIT_APP_CONTEXT": "web" }],
+    ["the app from another repository", { "inputs.tag": "v2.0.0", "inputs.app_repository": "example/app" }],
+  ])("accepts %s, run from Algomation-AI/ProcessGit", (_name, contexts) => {
+    const result = prepareJob("v2.0.0", contexts, {});
+    expect(result.stdout).not.toContain("::error::");
+    expect(result.code).toBe(0);
+  });
+});
+
+describe("the updater image is labelled with the updater's own version and commit", () => {
+  /** This repository's package.json, committed at `updater-src/<context>` the way the job checks it out. */
+  function updaterCheckout(context: string, packageJson: string): string {
+    const src = join(dir, "updater-src", context);
+    mkdirSync(src, { recursive: true });
+    writeFileSync(join(src, "package.json"), packageJson);
+    const git = (...args: string[]) => {
+      const r = spawnSync("git", args, { cwd: join(dir, "updater-src"), encoding: "utf8" });
+      if (r.status !== 0) throw new Error(`git ${args.join(" ")}: ${r.stderr}`);
+      return r.stdout.trim();
+    };
+    git("init", "-q");
+    git("add", ".");
+    git(
+      "-c",
+      "user.name=t",
+      "-c",
+      "user.email=t@example.com",
+      "-c",
+      "commit.gpgsign=false",
+      "commit",
+      "-qm",
+      "tag",
+    );
+    return git("rev-parse", "HEAD");
+  }
+
+  function runVersionStep(prepared: Contexts): StepResult & { outputs: Contexts } {
+    const output = join(dir, "updater-version-output");
+    writeFileSync(output, "");
+    const result = runStep(workflowStep("updater-version"), prepared, dir, { GITHUB_OUTPUT: output });
+    return { ...result, outputs: readOutputs(output, "steps.updater-version.outputs") };
+  }
+
+  const ownPackageJson = readFileSync(join(root, "package.json"), "utf8");
+  const ownVersion = (JSON.parse(ownPackageJson) as { version: string }).version;
+
+  it("passes VERSION (package.json) and REVISION (the checkout's commit) to the Dockerfile's ARGs", () => {
+    const prepared = prepare("v2.0.0");
+    const revision = updaterCheckout("updater", ownPackageJson);
+    const versionStep = runVersionStep(prepared);
+    expect(versionStep.stderr).toBe("");
+    expect(versionStep.code).toBe(0);
+    expect(versionStep.outputs).toEqual({
+      "steps.updater-version.outputs.version": ownVersion,
+      "steps.updater-version.outputs.revision": revision,
+    });
+
+    const build = readStep("updater").with;
+    expect(build["build-args"]?.split("\n")).toEqual([
+      `VERSION=${expr("steps.updater-version.outputs.version")}`,
+      `REVISION=${expr("steps.updater-version.outputs.revision")}`,
+    ]);
+    expect(expand(build["build-args"] ?? "", versionStep.outputs)).toBe(
+      `VERSION=${ownVersion}\nREVISION=${revision}`,
+    );
+    // Not the release's version: the updater's `status` reports its package.json version.
+    expect(prepared["needs.prepare.outputs.version"]).toBe("2.0.0");
+    expect(ownVersion).not.toBe("2.0.0");
+    // Nothing overrides the labels the Dockerfile makes of those ARGs.
+    expect(build.labels ?? "").not.toMatch(/org\.opencontainers\.image\.(version|revision)/);
+    const dockerfile = readFileSync(join(root, "Dockerfile"), "utf8");
+    expect(dockerfile).toMatch(/^ARG VERSION=/m);
+    expect(dockerfile).toMatch(/^ARG REVISION=/m);
+    expect(dockerfile).toContain(`org.opencontainers.image.version="\${VERSION}"`);
+    expect(dockerfile).toContain(`org.opencontainers.image.revision="\${REVISION}"`);
+
+    // The app image keeps the release's version.
+    expect(readStep("app").with.labels?.split("\n")).toContain(
+      `org.opencontainers.image.version=${expr("needs.prepare.outputs.version")}`,
+    );
+  });
+
+  it("refuses an updater context without the updater's package.json", () => {
+    // ProcessGit's own root as the updater (the app from another ref passes the prepare job): its
+    // package.json, if it has one, is not the updater's.
+    updaterCheckout(".", '{"name": "processgit", "version": "2.0.0"}\n');
+    const atRoot = runVersionStep(
+      prepare("v2.0.0", {
+        "vars.PROCESSGIT_UPDATER_CONTEXT": ".",
+        "vars.PROCESSGIT_APP_REF": "refs/heads/main",
+      }),
+    );
+    expect(atRoot.code).not.toBe(0);
+    expect(atRoot.stdout).toContain(
+      "::error::updater-src/./package.json is processgit, not processgit-updater",
+    );
+    // A context with no package.json at all.
+    const missing = runVersionStep(prepare("v2.0.0", { "vars.PROCESSGIT_UPDATER_CONTEXT": "docker" }));
+    expect(missing.code).not.toBe(0);
+    expect(missing.stdout).toContain("::error::updater-src/docker has no package.json");
+    expect(missing.outputs).toEqual({});
+  });
+});
+
 describe("the signing and publishing steps use what the script wrote", () => {
   it("signs release.json into release.json.sigstore.json and publishes both", () => {
     const run = workflowStep("release-manifest").run;
@@ -377,7 +594,6 @@ describe("the signing and publishing steps use what the script wrote", () => {
     );
     expect(workflow).toContain("assets=(release.json release.json.sigstore.json)");
     // Digests come from build-push-action's outputs, never from resolving a tag.
-    const expr = (e: string) => `\${{ ${e} }}`;
     expect(workflow).toContain(`app_digest: ${expr("steps.app.outputs.digest")}`);
     expect(workflow).toContain(`updater_digest: ${expr("steps.updater.outputs.digest")}`);
     expect(workflow).not.toMatch(/docker (buildx imagetools )?inspect|crane digest/);
