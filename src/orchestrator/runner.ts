@@ -335,7 +335,14 @@ export class JobRunner {
     this.phase = "stopping";
     this.hub.shutdown();
     const run = this.active;
-    run?.abort.abort(new UpdaterError("unavailable", "the updater is shutting down"));
+    const stop = () => run?.abort.abort(new UpdaterError("unavailable", "the updater is shutting down"));
+    // A rollback in progress is the way back to a serving app: it gets the grace period to finish
+    // (a `docker stop` would otherwise leave the app on the failed version until the next start).
+    // Anything else stops at once and is reconciled from the journal by the next start.
+    const finishing = run?.job.state === "rolling_back";
+    if (finishing)
+      this.opts.log.info("shutting down: letting the rollback finish", { job: run?.job.id, graceMs });
+    else stop();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       run?.done ?? Promise.resolve(),
@@ -345,6 +352,7 @@ export class JobRunner {
       }),
     ]);
     clearTimeout(timer);
+    if (finishing && this.active === run) stop();
     if (this.flushTimer) {
       clearTimeout(this.flushTimer);
       this.flushTimer = undefined;

@@ -1057,6 +1057,34 @@ describe("shutdown", () => {
     expect(next.engine.calls).toEqual(["discard"]);
   });
 
+  it("a rollback in progress gets the grace period to finish: the job ends rolled_back", async () => {
+    const h = await harness();
+    h.engine.failOn("healthcheck", "the new container never got healthy", "HEALTHCHECK_FAILED");
+    const gate = h.engine.gate("rollback");
+    const job = await h.runner.start({ tag: "v2.0.0" });
+    await within(gate.reached, 2000, "rollback");
+    const stopping = h.runner.shutdown(2000);
+    setTimeout(gate.open, 50);
+    await within(stopping, 3000, "shutdown");
+    const stored = h.store.jobs.find((j) => j.id === job.id);
+    expect(stored?.state).toBe("rolled_back");
+    expect(stored?.error?.reason).toBe("HEALTHCHECK_FAILED");
+  });
+
+  it("a rollback that outlasts the grace period is stopped and left for the next start", async () => {
+    const h = await harness();
+    h.engine.failOn("healthcheck", "the new container never got healthy", "HEALTHCHECK_FAILED");
+    const gate = h.engine.gate("rollback");
+    const job = await h.runner.start({ tag: "v2.0.0" });
+    await within(gate.reached, 2000, "rollback");
+    await within(h.runner.shutdown(100), 2000, "shutdown");
+    expect(h.store.jobs.find((j) => j.id === job.id)?.state).toBe("rolling_back");
+    const next = await harness({ store: h.store });
+    const end = await finished(next.runner, job.id);
+    expect(end.state).toBe("rolled_back");
+    expect(next.engine.calls).toContain("rollback");
+  });
+
   it("with no job running, resolves at once and refuses new jobs", async () => {
     const h = await harness();
     await within(h.runner.shutdown(), 1000, "shutdown");
