@@ -553,7 +553,12 @@ export class JobRunner {
         this.opts.engine.rollback(ctx),
       );
       await this.move(run, "rolled_back");
-      this.opts.log.warn("job rolled back", { job: run.job.id, reason: error.reason });
+      // The recorded reason: the first failure's, also when a restart interrupted its rollback.
+      this.opts.log.warn("job rolled back", {
+        job: run.job.id,
+        reason: run.job.error?.reason ?? error.reason,
+        recoveries: run.job.recoveries,
+      });
     } catch (rbErr) {
       if (this.stoppedByShutdown(run)) return;
       await this.move(run, "failed", {
