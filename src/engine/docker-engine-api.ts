@@ -14,7 +14,7 @@
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readdir, readFile, rm, statfs } from "node:fs/promises";
-import { join, posix } from "node:path";
+import { dirname, join, posix } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { errorMessage, UpdaterError } from "../errors.js";
@@ -27,6 +27,8 @@ import { type ContainerInspect, DockerClient, type MountPoint, type RegistryAuth
 export const LABEL_JOB = "io.processgit.updater.job";
 export const LABEL_ROLE = "io.processgit.updater.role";
 const VERSION_LABEL = "org.opencontainers.image.version";
+/** In a job's snapshot folder: `docker inspect` of the app container as it was before the swap. */
+const PREVIOUS_CONTAINER_FILE = "previous-container.json";
 
 export interface DockerEngineApiOptions {
   /** unix:///var/run/docker.sock or tcp://host:port / http://host:port. */
@@ -424,7 +426,14 @@ export class DockerEngineApi implements ContainerEngine {
     const oldName = `${name}-pgu-old-${short(ctx.job.id)}`;
     const body = cloneCreateBody(old, oldImage, newImage, ref, { labels: { [LABEL_JOB]: ctx.job.id } });
 
+    // The previous container's configuration, kept with the snapshot: if that container is gone by
+    // the time a rollback needs it (`docker compose up -d` removes it as a surplus container of the
+    // service, or a person does), the rollback re-creates it from this.
+    const saved = join(facts["snapshot.dir"] ?? this.snapshotPath(ctx.job.id), PREVIOUS_CONTAINER_FILE);
+    await mkdir(dirname(saved), { recursive: true, mode: 0o700 });
+    await writeFileAtomic(saved, `${JSON.stringify(old, null, 1)}\n`);
     await ctx.journal("create the new container", {
+      "previous.saved": saved,
       "swap.started": "true",
       "new.tempName": tempName,
       "old.renamedTo": oldName,
@@ -538,7 +547,7 @@ export class DockerEngineApi implements ContainerEngine {
         await this.client.removeContainer(c.Id, { force: true }).catch(() => {});
         ctx.output(`removed ${c.Names?.[0]?.replace(/^\//, "") ?? short(c.Id)}\n`);
       }
-      const old = await this.client.inspectContainer(oldId, ctx.signal);
+      const old = await this.previousContainer(ctx, oldId);
       // 2. The data comes back before the old container may start on it.
       if (facts["migration.started"] === "true") {
         await this.stop(old.Id, old, ctx.signal);
@@ -564,6 +573,62 @@ export class DockerEngineApi implements ContainerEngine {
         manualSteps: this.manualSteps(ctx),
       });
     }
+  }
+
+  /**
+   * The previous container, or, when it is gone, the same container re-created from the
+   * configuration saved at the swap (under the app's name, from the previous image, on the same
+   * volumes, which the restore below then brings back to the snapshot). Idempotent across restarts.
+   */
+  private async previousContainer(ctx: StepContext, oldId: string): Promise<ContainerInspect> {
+    const f = ctx.job.journal.facts;
+    for (const id of [oldId, f["previous.recreated"]]) {
+      if (!id) continue;
+      try {
+        return await this.client.inspectContainer(id, ctx.signal);
+      } catch (err) {
+        if (!(err instanceof UpdaterError && err.code === "not_found")) throw err;
+      }
+    }
+    const path = f["previous.saved"];
+    if (!path) {
+      throw new UpdaterError(
+        "failed_precondition",
+        `the previous container ${short(oldId)} is gone, and this job saved no configuration to re-create it from`,
+      );
+    }
+    const saved = JSON.parse(await readFile(path, "utf8")) as ContainerInspect;
+    const image = await this.client.inspectImage(saved.Image, ctx.signal).catch((err: unknown) => {
+      throw new UpdaterError(
+        "failed_precondition",
+        `the previous container ${short(oldId)} is gone, and so is its image ${short(saved.Image)}: ${errorMessage(err)}`,
+      );
+    });
+    // Its own image reference when that still names the same image, else the image's id.
+    const refs = [saved.Config.Image, saved.Image].filter((r): r is string => typeof r === "string");
+    let body: ReturnType<typeof cloneCreateBody> | undefined;
+    for (const ref of refs) {
+      try {
+        body = cloneCreateBody(saved, image, image, ref);
+        break;
+      } catch (err) {
+        if (!(err instanceof UpdaterError && err.code === "invalid_argument")) throw err;
+      }
+    }
+    if (!body) throw new UpdaterError("internal", `cannot name the previous image ${saved.Image}`);
+    await ctx.journal("re-create the previous container from its saved configuration", {});
+    const id = await this.client.createContainer(this.opts.appContainer, body, ctx.signal);
+    await ctx.journal("previous container re-created", { "previous.recreated": id });
+    for (const connect of cloneNetworkConnects(saved)) {
+      await this.client.json("POST", `/networks/${encodeURIComponent(connect.network)}/connect`, {
+        body: { Container: id, EndpointConfig: connect.EndpointConfig },
+        signal: ctx.signal,
+      });
+    }
+    ctx.output(
+      `the previous container ${short(oldId)} was gone; re-created it as ${this.opts.appContainer} (${short(id)}) from ${path}\n`,
+    );
+    return this.client.inspectContainer(id, ctx.signal);
   }
 
   async discard(ctx: StepContext): Promise<void> {
@@ -825,7 +890,11 @@ export class DockerEngineApi implements ContainerEngine {
       );
     }
     steps.push(
-      `Give the previous container its name back and start it: docker rename ${oldId} ${name} && docker start ${name}`,
+      `Give the previous container its name back and start it: docker rename ${oldId} ${name} && docker start ${name}${
+        f["previous.saved"]
+          ? ` (if it is gone, its configuration as docker inspect showed it before the update is in ${f["previous.saved"]})`
+          : ""
+      }`,
     );
     if (this.composeEnv && f["compose.recorded"] === "true") {
       steps.push(

@@ -10,7 +10,7 @@
  * compose.yml itself is checked with `docker-compose config` at the end.
  */
 import { execFile } from "node:child_process";
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { DockerEngineApi } from "../../src/engine/docker-engine-api.js";
@@ -20,7 +20,14 @@ import { systemClock } from "../../src/orchestrator/ports.js";
 import { JobRunner } from "../../src/orchestrator/runner.js";
 import { FileJobStore } from "../../src/store/file-job-store.js";
 import { FakeVerifier, MemoryReleaseSource, manifestFor } from "../fakes/fake-release.js";
-import { type Fixture, imageOf, serving, useEngineSuite, waitServing } from "../helpers/app-fixture.js";
+import {
+  type Fixture,
+  fingerprint,
+  imageOf,
+  serving,
+  useEngineSuite,
+  waitServing,
+} from "../helpers/app-fixture.js";
 import { docker, RUN_LABEL, TEST_LABEL } from "../helpers/docker.js";
 import { finished } from "../helpers/runner-harness.js";
 
@@ -284,8 +291,9 @@ describe("a failed rollback of a Compose-managed app", () => {
     let sabotaged = false;
     const end = await update(project, "never-healthy", async (job) => {
       if (!sabotaged && job.state === "healthchecking") {
-        // Someone removes the kept previous container while the new one is being judged.
+        // The kept previous container and its saved configuration both disappear mid-verdict.
         await docker(["rm", "-f", job.journal.facts["app.id"] ?? ""]);
+        await rm(job.journal.facts["previous.saved"] ?? "");
         sabotaged = true;
       }
     });
@@ -299,5 +307,29 @@ describe("a failed rollback of a Compose-managed app", () => {
     expect(end.error?.manualSteps).toMatch(/\n2\. See what this job left/);
     // The health verdict never passed, so .env was never touched.
     expect(await readFile(join(project.dir, ".env"), "utf8")).toBe(project.env);
+  }, 180_000);
+});
+
+describe("docker-compose up -d in the middle of an update", () => {
+  it("Compose removes one of the two containers; the update rolls back to v1 on its own data, and Compose is content", async () => {
+    const v1 = suite.fixtures.v1 as Fixture;
+    const impl = IMPLEMENTATIONS[0] as Implementation;
+    const project = await deploy(v1, impl);
+    const volume = `${project.name}_data`;
+    const before = await fingerprint(suite.janitor, v1.ref, volume);
+    let ran = "";
+    // A release that would pass: the operator's up -d during its verdict is what breaks it.
+    const end = await update(project, "v2", async (job) => {
+      if (!ran && job.state === "healthchecking") ran = await compose(project, ["up", "-d"], impl);
+    });
+    expect(ran, "up -d ran during the health verdict").toMatch(/Removing/);
+    expect(end.state, JSON.stringify(end.error)).toBe("rolled_back");
+    expect(await serving(project.port)).toBe("1.0.0");
+    expect(await containers(project)).toEqual([`/${project.container} ${await imageId(v1.ref)}`]);
+    expect(await fingerprint(suite.janitor, v1.ref, volume)).toBe(before);
+    expect(await readFile(join(project.dir, ".env"), "utf8")).toBe(project.env);
+    const id = await containerId(project);
+    expect(await compose(project, ["up", "-d"], impl)).toMatch(impl.upToDate);
+    expect(await containerId(project)).toBe(id);
   }, 180_000);
 });

@@ -8,6 +8,7 @@
  * runner, and checks what an operator would: which version serves, how many app containers exist,
  * and whether the data is byte-identical (after a rollback) or migrated (after a commit).
  */
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { DockerEngineApi } from "../../src/engine/docker-engine-api.js";
@@ -174,8 +175,10 @@ describe("updates on a real engine", () => {
     let sabotaged = false;
     for await (const job of runner.watch(started.id)) {
       if (!sabotaged && job.state === "healthchecking") {
-        // Someone removes the kept previous container while the new one is being judged.
+        // Someone removes the kept previous container while the new one is being judged, and the
+        // configuration saved to re-create it with.
         await docker(["rm", "-f", job.journal.facts["app.id"] ?? ""]);
+        await rm(job.journal.facts["previous.saved"] ?? "");
         sabotaged = true;
       }
       end = job;
@@ -189,6 +192,29 @@ describe("updates on a real engine", () => {
     );
     expect(end?.error?.manualSteps).toContain("restore the data");
     expect(end?.error?.manualSteps).toContain(join(suite.work, app.name, "snapshots", started.id));
+  }, 120_000);
+
+  it("the previous container removed mid-health-check: the rollback re-creates it from its saved configuration", async () => {
+    const app = await startApp(suite.janitor, v1());
+    const before = await fingerprint(suite.janitor, v1().ref, app.volume);
+    const { runner, tag } = runnerFor(app, "never-healthy");
+    await runner.open();
+    const started = await runner.start({ tag });
+    let end: Job | undefined;
+    let removed = false;
+    for await (const job of runner.watch(started.id)) {
+      if (!removed && job.state === "healthchecking") {
+        await docker(["rm", "-f", job.journal.facts["app.id"] ?? ""]);
+        removed = true;
+      }
+      end = job;
+    }
+    expect(removed).toBe(true);
+    expect(end?.state, end && explain(end)).toBe("rolled_back");
+    expect(end?.steps.at(-1)?.output).toContain("was gone; re-created it as");
+    expect(await serving(app.port)).toBe("1.0.0");
+    expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
+    expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
   }, 120_000);
 
   it("a release that gets healthy slowly commits once the health check passes", async () => {
