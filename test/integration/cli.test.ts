@@ -1,11 +1,15 @@
 /**
  * The operator's CLI (the package's bin, built) against the real server on 127.0.0.1:0, with the
  * fake engine and release stand-ins behind it: status, latest, update --watch, watch, history,
- * --json, exit codes.
+ * --json, exit codes; live progress on a terminal (under a pseudo-terminal from `script`) and piped;
+ * a closed pipe; usage errors before any request; --help.
  */
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { run } from "../helpers/run.js";
+import type { StepContext } from "../../src/orchestrator/ports.js";
+import { FakeEngine } from "../fakes/fake-engine.js";
+import { type RunResult, run } from "../helpers/run.js";
 import { startTestUpdater, type TestUpdater } from "../helpers/test-updater.js";
 
 const bin = join(import.meta.dirname, "../../dist/src/cli/bin.js");
@@ -15,17 +19,83 @@ afterEach(async () => {
   u = undefined;
 });
 
-const cli = (args: string[], env: Record<string, string> = {}) =>
-  run("env", [
-    "-i",
-    `PATH=${process.env.PATH}`,
-    `PROCESSGIT_UPDATER_URL=${u?.url}`,
-    `PROCESSGIT_UPDATER_TOKEN=${u?.token}`,
-    ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
-    process.execPath,
-    bin,
-    ...args,
+/** `env -i ... node bin ARGS`: the CLI with only the environment the test gives it. */
+const cliCommand = (args: string[], env: Record<string, string> = {}) => [
+  "env",
+  "-i",
+  `PATH=${process.env.PATH}`,
+  `PROCESSGIT_UPDATER_URL=${u?.url}`,
+  `PROCESSGIT_UPDATER_TOKEN=${u?.token}`,
+  ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+  process.execPath,
+  bin,
+  ...args,
+];
+const cli = (args: string[], env: Record<string, string> = {}) => {
+  const [file = "", ...rest] = cliCommand(args, env);
+  return run(file, rest);
+};
+const shellQuote = (words: string[]) => words.map((w) => `'${w.replaceAll("'", "'\\''")}'`).join(" ");
+
+/** Starts a program whose output the test can wait for while it runs. */
+function started(file: string, args: string[]) {
+  const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const result: RunResult = { code: -1, stdout: "", stderr: "" };
+  child.stdout.setEncoding("utf8").on("data", (d: string) => {
+    result.stdout += d;
+  });
+  child.stderr.setEncoding("utf8").on("data", (d: string) => {
+    result.stderr += d;
+  });
+  const exited = new Promise<RunResult>((resolve) =>
+    child.on("close", (code) => resolve({ ...result, code: code ?? -1 })),
+  );
+  return {
+    exited,
+    /** Resolves once stdout holds `text`, while the program still runs. */
+    async printed(text: string): Promise<void> {
+      const until = Date.now() + 10_000;
+      while (!result.stdout.includes(text)) {
+        if (Date.now() > until) throw new Error(`no ${JSON.stringify(text)} in:\n${result.stdout}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+  };
+}
+
+/** The CLI under a pseudo-terminal (util-linux `script`) COLUMNS wide, or 0 (unknown) wide. */
+const onTerminal = (args: string[], columns = 0) =>
+  started("script", [
+    "-qec",
+    `${columns ? `stty cols ${columns} && ` : ""}${shellQuote(cliCommand(args))}`,
+    "/dev/null",
   ]);
+
+const MiB = 1024 * 1024;
+const EVIDENCE = "the new container: running=true restarts=0 healthcheck=healthy readiness=200 OK";
+
+/** Stops in the pull at 12.3 MiB of 57.2 MiB, and in the health check after its evidence, until opened. */
+class LiveEngine extends FakeEngine {
+  readonly pullHeld = Promise.withResolvers<void>();
+  readonly health = this.gate("healthcheck");
+  constructor() {
+    super();
+    this.outputs.set("healthcheck", [
+      "the new container: running=true restarts=0 healthcheck=starting readiness=503\n",
+      `${EVIDENCE}\n`,
+    ]);
+  }
+  override async pull(ctx: StepContext): Promise<void> {
+    ctx.progress(Math.round(12.3 * MiB), Math.round(57.2 * MiB), "bytes");
+    await this.pullHeld.promise;
+    ctx.progress(Math.round(57.2 * MiB), Math.round(57.2 * MiB), "bytes");
+  }
+}
+
+const CLEAR_LINE = "\r\x1b[2K";
+/** What the CLI wrote in place on the terminal: the status lines (they end without a newline). */
+const statusLines = (stdout: string) =>
+  stdout.split(CLEAR_LINE).filter((segment) => segment !== "" && !segment.includes("\n"));
 
 describe("processgit-updater CLI", () => {
   it("status, latest and history", async () => {
@@ -69,5 +139,128 @@ describe("processgit-updater CLI", () => {
     const usage = await cli(["frobnicate"]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain("usage: processgit-updater");
+  });
+
+  it("--watch on a terminal rewrites one status line: state, step, pull bytes, health evidence", async () => {
+    const engine = new LiveEngine();
+    u = await startTestUpdater({ engine });
+    const { id } = JSON.parse((await cli(["update", "v1.2.0", "--json"])).stdout) as { id: string };
+    const wide = onTerminal(["watch", id], 200);
+    const narrow = onTerminal(["watch", id]);
+    // Both show the pull's progress, then the health evidence, while the step still runs.
+    await wide.printed("12.3 MiB / 57.2 MiB (21%)");
+    await narrow.printed("12.3 MiB / 57.2 MiB (21%)");
+    engine.pullHeld.resolve();
+    await engine.health.reached;
+    await wide.printed(`| ${EVIDENCE}`);
+    engine.health.open();
+    const [w, n] = await Promise.all([wide.exited, narrow.exited]);
+    expect(w.code, w.stdout).toBe(0);
+    expect(n.code, n.stdout).toBe(0);
+    const status = statusLines(w.stdout);
+    expect(status).toContainEqual(
+      expect.stringMatching(
+        /^ {2}\.\.\. \[pulling\] pull registry\.test\/processgit@sha256:[0-9a-f]{64}: 12\.3 MiB \/ 57\.2 MiB \(21%\)$/,
+      ),
+    );
+    expect(status).toContain(`  ... [healthchecking] health verdict of the new container | ${EVIDENCE}`);
+    for (const line of status) expect(line.length).toBeLessThan(200);
+    // Unknown width: 80 columns; the step's title gives way before the progress does.
+    expect(statusLines(n.stdout)).toContain(
+      "  ... [pulling] pull registry.test/processgit@sha25…: 12.3 MiB / 57.2 MiB (21%)",
+    );
+    for (const line of statusLines(n.stdout)) expect(line.length).toBeLessThan(80);
+    // Permanent lines as when piped, and no status line left behind by the outcome.
+    for (const out of [w.stdout, n.stdout]) {
+      expect(out).toMatch(/\[pulling\][\s\S]*ok {2}pull registry[\s\S]*\[healthchecking\]/);
+      expect(out.split(CLEAR_LINE).at(-1)).toMatch(
+        /\n\[committed\]\r\ncommitted: v1\.2\.0 \(1\.2\.0\) runs\r\n$/,
+      );
+    }
+    if (process.env.SHOW_TTY) console.log(JSON.stringify(n.stdout), JSON.stringify(w.stdout));
+  });
+
+  it("--watch piped prints the running step's output lines as they arrive, and its progress", async () => {
+    const engine = new LiveEngine();
+    u = await startTestUpdater({ engine });
+    const [file = "", ...args] = cliCommand(["update", "v1.2.0", "--watch"]);
+    const piped = started(file, args);
+    await piped.printed("12.3 MiB / 57.2 MiB (21%)");
+    engine.pullHeld.resolve();
+    await engine.health.reached;
+    await piped.printed(`    | ${EVIDENCE}\n`);
+    engine.health.open();
+    const done = await piped.exited;
+    expect(done.code, done.stderr).toBe(0);
+    expect(done.stdout).not.toContain("\r");
+    expect(done.stdout).toMatch(
+      / {2}\.\.\. pull registry\.test\/processgit@sha256:[0-9a-f]{64}: 12\.3 MiB \/ 57\.2 MiB \(21%\)\n/,
+    );
+    expect(done.stdout).toContain(
+      `[healthchecking]\n    | the new container: running=true restarts=0 healthcheck=starting readiness=503\n    | ${EVIDENCE}\n  ok  health verdict of the new container\n`,
+    );
+    expect(done.stdout.split(EVIDENCE)).toHaveLength(2);
+  });
+
+  it("a closed pipe ends the CLI quietly with exit 0", async () => {
+    // Longer than a pipe holds (64 KiB), so that head exits while the CLI still writes.
+    const engine = new FakeEngine().failOn("preflight", "the disk is full", `PREFLIGHT_${"X".repeat(2000)}`);
+    u = await startTestUpdater({ engine });
+    for (let i = 0; i < 50; i++) {
+      const job = await u.updater.runner.start({ tag: "v1.2.0" });
+      for await (const seen of u.updater.runner.watch(job.id)) void seen;
+    }
+    const piped = await run("sh", [
+      "-c",
+      `{ ${shellQuote(cliCommand(["history"]))}; echo "node exited $?" >&2; } | head -c 10`,
+    ]);
+    expect(piped.stdout).toHaveLength(10);
+    expect(piped.stderr).toBe("node exited 0\n");
+  });
+
+  it("refuses unknown flags and extra arguments before any request, and explains", async () => {
+    u = await startTestUpdater();
+    const typo = await cli(["update", "v1.2.0", "--wacth"]);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain("unknown flag --wacth (did you mean --watch?)");
+    const other = await cli(["latest", "--watch"]);
+    expect(other.code).toBe(2);
+    expect(other.stderr).toContain("unknown flag --watch (latest takes --prerelease, --json)");
+    const extra = await cli(["update", "v1.2.0", "v1.1.0"]);
+    expect(extra.code).toBe(2);
+    expect(extra.stderr).toContain('unexpected argument "v1.1.0"');
+    expect((await cli(["status", "now"])).code).toBe(2);
+    expect((await cli(["history", "-n"])).code).toBe(2);
+    const missing = await cli(["watch"]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("watch needs a JOB_ID");
+    // No request was made: no job started, and an unreachable server is not what they report.
+    expect(JSON.parse((await cli(["history", "--json"])).stdout)).toEqual({});
+    const offline = await cli(["update", "v1.2.0", "--wacth"], {
+      PROCESSGIT_UPDATER_URL: "http://127.0.0.1:1",
+    });
+    expect(offline.code).toBe(2);
+  });
+
+  it("--help, -h and help print the usage to stdout and exit 0, with no server and no token", async () => {
+    for (const args of [["--help"], ["-h"], ["help"], ["update", "--help"]]) {
+      const help = await run("env", ["-i", `PATH=${process.env.PATH}`, process.execPath, bin, ...args]);
+      expect(help.code, args.join(" ")).toBe(0);
+      expect(help.stdout).toContain("usage: processgit-updater <command>");
+      expect(help.stdout).toContain("update TAG [--watch] [--allow-downgrade]");
+      expect(help.stderr).toBe("");
+    }
+  });
+
+  it("names the token file it cannot read, and what to do", async () => {
+    const missing = await cli(["status"], {
+      PROCESSGIT_UPDATER_TOKEN: "",
+      PROCESSGIT_UPDATER_TOKEN_FILE: "/run/secrets/no-such-updater-token",
+    });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(
+      "cannot read the token file /run/secrets/no-such-updater-token (PROCESSGIT_UPDATER_TOKEN_FILE): no such file;",
+    );
+    expect(missing.stderr).toContain("or set PROCESSGIT_UPDATER_TOKEN");
   });
 });
