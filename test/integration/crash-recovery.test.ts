@@ -7,6 +7,7 @@
  * orchestrator, the Docker adapter and the file store, with the in-memory release stand-ins.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { Job } from "../../src/orchestrator/job.js";
@@ -21,6 +22,7 @@ import {
   useEngineSuite,
   waitServing,
 } from "../helpers/app-fixture.js";
+import { docker } from "../helpers/docker.js";
 import type { UpdateProcessConfig } from "../helpers/update-process.js";
 
 const root = join(import.meta.dirname, "../..");
@@ -159,5 +161,39 @@ describe("kill -9 of the updater mid-update, then a restart", () => {
     expect(containers).toHaveLength(1);
     expect(containers[0]).toMatch(new RegExp(`^${app.name} running `));
     if (version === "1.0.0") expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
+  }, 120_000);
+
+  it("after the rollback re-created a removed previous container: the restart uses that one, v1 serves on its data", async () => {
+    const app = await startApp(suite.janitor, v1());
+    const before = await fingerprint(suite.janitor, v1().ref, app.volume);
+    const config = configFor(app, MIGRATE);
+    const neverHealthy = (mode: "update" | "reconcile") => ({
+      ...config(mode),
+      tag: `v${(suite.fixtures["never-healthy"] as Fixture).version}`,
+      manifest: { image: imageOf(suite.fixtures["never-healthy"] as Fixture), migration: MIGRATE },
+    });
+    const first = updater(neverHealthy("update"));
+    await until(first, /"state":"healthchecking"/);
+    // Someone removes the kept previous container while the new one is judged (as up -d can).
+    const old = (await docker(["ps", "-aq", "--filter", `name=^/${app.name}-pgu-old-`])).trim();
+    expect(old).not.toBe("");
+    await docker(["rm", "-f", old]);
+    // The rollback re-creates it; the kill lands right after that is journaled.
+    const stateFile = join(suite.work, app.name, "state", "state.json");
+    const deadline = Date.now() + 60_000;
+    while (!(await readFile(stateFile, "utf8").catch(() => "")).includes("previous.recreated")) {
+      if (Date.now() > deadline) throw new Error(`never re-created:\n${first.lines.join("\n")}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    first.child.kill("SIGKILL");
+    await first.exited;
+    const second = updater(neverHealthy("reconcile"));
+    expect(await second.exited, second.lines.join("\n")).toBe(0);
+    const job = result(second);
+    expect(job.state, JSON.stringify(job.error)).toBe("rolled_back");
+    expect(job.recoveries).toBe(1);
+    await waitServing(app.port, "1.0.0");
+    expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
+    expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
   }, 120_000);
 });
