@@ -2,7 +2,6 @@
 # Builds the updater's image from the repository's Dockerfile, unchanged, on the engine at
 # DOCKER_HOST, and prints the image reference on stdout.
 #   bash scripts/image.sh [TAG]          # default processgit-updater:test
-#   PGU_IMAGE_TARGET=minimal bash scripts/image.sh processgit-updater:minimal
 # No base image can be pulled on this machine: when node:24-bookworm-slim is not in the engine,
 # scripts/base-image.sh makes a faithful local stand-in under that name first (docs/base-image.md).
 # BuildKit is needed (cache and secret mounts): `docker buildx` when installed, else the Debian
@@ -28,7 +27,6 @@ fi
 args=(--network host -t "$tag"
   --build-arg "VERSION=$(node -p 'require("./package.json").version')"
   --build-arg "REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)")
-[ -n "${PGU_IMAGE_TARGET:-}" ] && args+=(--target "$PGU_IMAGE_TARGET")
 # A private registry or a proxy's CA for npm: PGU_NPMRC=/path/to/.npmrc, passed as the build
 # secret `npmrc` (never stored in a layer). Without it, when this host trusts extra CAs (a
 # TLS-intercepting proxy: NODE_EXTRA_CA_CERTS or npm's cafile), an npmrc carrying the ones Node

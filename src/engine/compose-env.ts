@@ -17,8 +17,6 @@
 import { access, constants, open, readFile } from "node:fs/promises";
 import { errorMessage, UpdaterError } from "../errors.js";
 
-export const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
 /** An assignment line `NAME=value` (spaces around `=` allowed, an `export ` prefix tolerated). */
 function assignment(variable: string): RegExp {
   return new RegExp(`^(\\s*(?:export\\s+)?${variable}\\s*=)(.*)$`);

@@ -16,12 +16,11 @@ const root = [join(import.meta.dirname, "../.."), join(import.meta.dirname, "../
 export const UPDATER_IMAGE = process.env.PGU_UPDATER_IMAGE ?? "processgit-updater:test";
 
 /** Builds (BuildKit reuses its cache when nothing changed) and returns the image reference. */
-export function buildUpdaterImage(tag = UPDATER_IMAGE, target?: string): string {
+export function buildUpdaterImage(tag = UPDATER_IMAGE): string {
   return execFileSync("bash", [join(root, "scripts/image.sh"), tag], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "pipe"],
     timeout: 20 * 60_000,
-    env: { ...process.env, ...(target ? { PGU_IMAGE_TARGET: target } : {}) },
   }).trim();
 }
 
