@@ -114,6 +114,111 @@ export interface Journal {
   manifest?: ReleaseManifest;
 }
 
+/**
+ * An operator's word that the app was repaired after a `failed` job (AcknowledgeFailure). Until a
+ * failed job has one, no new update starts and the job (record and snapshot) is never pruned.
+ */
+export interface Acknowledgement {
+  /** When the acknowledgement was recorded (ISO 8601). */
+  at: string;
+  /** Who acknowledged, as the caller said (free text, not authenticated); "" when not given. */
+  by: string;
+  /** What the operator did, as the caller said; "" when not given. */
+  note: string;
+}
+
+/**
+ * What a rollback did to the app's data, from the facts the engine journals while it rolls back
+ * (RESTORE_FACTS). Times are ISO 8601. The data the app has after the restore is the data as it was
+ * at `pointAt`: everything written after that, in particular what the new version accepted between
+ * `discardedFrom` and `discardedUntil`, was discarded.
+ */
+export interface DataRestore {
+  /** Whether the data had to be restored (the new version's code had run on it). */
+  needed: boolean;
+  /** The snapshot the data was (or is being) restored from. */
+  snapshot?: string;
+  /** The snapshot's consistency point: when the previous version stopped writing. */
+  pointAt?: string;
+  /** When the new version's code first ran on the data (its migration, or its container's start). */
+  discardedFrom?: string;
+  /** When the new version was stopped. */
+  discardedUntil?: string;
+  /** True once the data is back as it was at `pointAt`. */
+  done: boolean;
+}
+
+/**
+ * Journal facts the engine writes and the runner reads (ctx.journal). All values are strings.
+ * - `verdict.passed` = "true": journaled at the very end of a successful `healthcheck`. From then on
+ *   the job commits: a failure or a restart rolls it forward, never back.
+ * - `restore.*`: journaled by `rollback`, see DataRestore.
+ */
+export const VERDICT_PASSED_FACT = "verdict.passed";
+export const RESTORE_FACTS = {
+  needed: "restore.needed",
+  snapshot: "restore.snapshot",
+  pointAt: "restore.pointAt",
+  discardedFrom: "restore.discardedFrom",
+  discardedUntil: "restore.discardedUntil",
+  done: "restore.done",
+} as const;
+
+/** Whether the engine journaled that the health verdict passed: the job is past its commit point. */
+export function verdictPassed(job: Job): boolean {
+  return job.journal.facts[VERDICT_PASSED_FACT] === "true";
+}
+
+/**
+ * The DataRestore the journal facts describe, or undefined when they hold no `restore.*` fact.
+ * A time that does not parse is left out (the fact itself stays in the journal).
+ */
+export function dataRestoreFromFacts(facts: Record<string, string>): DataRestore | undefined {
+  if (!Object.values(RESTORE_FACTS).some((name) => facts[name] !== undefined)) return undefined;
+  const time = (name: string): string | undefined => {
+    const value = facts[name];
+    if (value === undefined) return undefined;
+    const ms = Date.parse(value);
+    return Number.isNaN(ms) ? undefined : new Date(ms).toISOString();
+  };
+  const restore: DataRestore = {
+    needed: facts[RESTORE_FACTS.needed] === "true",
+    done: facts[RESTORE_FACTS.done] === "true",
+  };
+  const snapshot = facts[RESTORE_FACTS.snapshot];
+  if (snapshot) restore.snapshot = snapshot;
+  const pointAt = time(RESTORE_FACTS.pointAt);
+  if (pointAt) restore.pointAt = pointAt;
+  const from = time(RESTORE_FACTS.discardedFrom);
+  if (from) restore.discardedFrom = from;
+  const until = time(RESTORE_FACTS.discardedUntil);
+  if (until) restore.discardedUntil = until;
+  return restore;
+}
+
+/** A `failed` job no operator has acknowledged yet: it blocks new updates and is never pruned. */
+export function needsAcknowledgement(job: Job): boolean {
+  return job.state === "failed" && job.acknowledgement === undefined;
+}
+
+/**
+ * Bounds a history ordered as the store keeps it (active first, then newest first) to `limit` jobs,
+ * dropping the oldest jobs that may go: never the active job, never a failed job that is not
+ * acknowledged (those stay even beyond the limit). Keeps the order.
+ */
+export function trimHistory(jobs: readonly Job[], limit: number): Job[] {
+  let surplus = jobs.length - limit;
+  if (surplus <= 0) return [...jobs];
+  const drop = new Set<number>();
+  for (let i = jobs.length - 1; i >= 0 && surplus > 0; i--) {
+    const job = jobs[i] as Job;
+    if (!isTerminal(job.state) || needsAcknowledgement(job)) continue;
+    drop.add(i);
+    surplus--;
+  }
+  return jobs.filter((_, i) => !drop.has(i));
+}
+
 export interface Job {
   id: string;
   state: JobState;
@@ -136,6 +241,10 @@ export interface Job {
   /** How often the updater restarted while this job was active. */
   recoveries: number;
   journal: Journal;
+  /** For a `failed` job: set once an operator acknowledged it (AcknowledgeFailure). */
+  acknowledgement?: Acknowledgement;
+  /** What a rollback did to the data, from the engine's `restore.*` journal facts; unset without them. */
+  dataRestore?: DataRestore;
 }
 
 /** The most output a step keeps; beyond it, the middle is elided (head and tail kept). */

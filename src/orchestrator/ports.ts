@@ -83,6 +83,13 @@ export interface StepContext {
   progress(done: number, total: number, unit: string): void;
   /** Durably records `intent` (and facts) before a side effect; resolves once it is on disk. */
   journal(intent: string, facts?: Record<string, string>): Promise<void>;
+  /**
+   * Ids of the jobs whose snapshots must be kept whatever the snapshot retention says: the `failed`
+   * jobs no operator has acknowledged yet (their snapshot is what a human restores from). Read at
+   * the start of the step. A new update cannot start while such a job exists, so this is usually
+   * empty during a forward update; it matters to pruning done at any other time.
+   */
+  readonly keepSnapshotsOf: readonly string[];
 }
 
 /**
@@ -100,9 +107,24 @@ export interface ContainerEngine {
   /** Returns false when the release has no migration (the step is then recorded as skipped). */
   migrate(ctx: StepContext): Promise<boolean>;
   swap(ctx: StepContext): Promise<void>;
+  /**
+   * The health verdict of the new container. As its last act on success it journals the fact
+   * `verdict.passed` = "true" (VERDICT_PASSED_FACT): from then on the job is committed, and a
+   * failure or a restart rolls it forward, never back. (The runner also journals the fact once this
+   * resolves, in case an adapter did not.)
+   */
   healthcheck(ctx: StepContext): Promise<void>;
+  /**
+   * Cleanup after the commit, which is already on disk when this runs (the job is `committed`):
+   * remove the previous container, its image when so configured, prune. Best effort: a failure is
+   * recorded on the job's cleanup step and logged; the update stands. Not retried after a restart.
+   */
   commit(ctx: StepContext): Promise<void>;
-  /** Undo whatever the journal says happened; bring the old container back on the old data. */
+  /**
+   * Undo whatever the journal says happened; bring the old container back on the old data. Journals
+   * what it does to the data as `restore.*` facts (RESTORE_FACTS in job.ts: needed, snapshot,
+   * pointAt, discardedFrom, discardedUntil, done); the runner turns them into `Job.dataRestore`.
+   */
   rollback(ctx: StepContext): Promise<void>;
   /** Clean up after an abort before any change (partial snapshot, pulled image). Must not throw. */
   discard(ctx: StepContext): Promise<void>;
@@ -114,7 +136,10 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => new Date() };
 
-/** What the store holds: jobs newest first, at most `HISTORY_LIMIT`, the active one (if any) first. */
+/**
+ * What the store holds: jobs newest first, the active one (if any) first, at most `HISTORY_LIMIT`
+ * besides the failed jobs not yet acknowledged, which are never pruned (`trimHistory` in job.ts).
+ */
 export interface StoredState {
   jobs: Job[];
 }
@@ -128,6 +153,6 @@ export const HISTORY_LIMIT = 50;
  */
 export interface JobStore {
   load(): Promise<StoredState>;
-  /** Inserts or replaces `job` (by id), keeps jobs newest first and at most HISTORY_LIMIT. */
+  /** Inserts or replaces `job` (by id), keeps jobs newest first, bounded by `trimHistory`. */
   save(job: Job): Promise<void>;
 }

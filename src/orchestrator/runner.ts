@@ -11,6 +11,12 @@
  * - Readers always get copies; the runner never hands out the object it edits.
  * - Shutdown does not roll anything back: it stops at the next await and leaves the durable journal
  *   to the next start, which reconciles exactly as after a crash.
+ * - The commit point is the health verdict (the engine journals `verdict.passed`): the job is saved
+ *   `committed` before any cleanup, and from the verdict on a failure or a restart rolls forward,
+ *   never back. The cleanup (engine.commit) runs on the committed job, best effort, as its last step;
+ *   watchers get the committed snapshot once that step has ended, then the slot is released.
+ * - A `failed` job blocks new updates until an operator acknowledges it, and is never pruned from
+ *   the history while it stands.
  */
 import { errorMessage, UpdaterError } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -19,15 +25,20 @@ import {
   appendBounded,
   changesMayHaveHappened,
   cloneJob,
+  dataRestoreFromFacts,
   isTerminal,
   JOB_ID_PATTERN,
   type Job,
   type JobError,
   type JobState,
+  needsAcknowledgement,
   newJob,
   revise,
   TAG_PATTERN,
   transition,
+  trimHistory,
+  VERDICT_PASSED_FACT,
+  verdictPassed,
 } from "./job.js";
 import type {
   ContainerEngine,
@@ -77,9 +88,18 @@ interface ActiveRun {
   readonly abort: AbortController;
   manifest?: ReleaseManifest;
   done: Promise<void>;
+  /** While set, changes are saved but not published (the cleanup after the commit). */
+  quiet?: boolean;
 }
 
 const MANIFEST_ASSET = "release.json";
+
+/** The title of the last step of a committed job: the best-effort cleanup after the commit. */
+export const CLEANUP_STEP_TITLE = "clean up: remove the previous container";
+
+/** Longest AcknowledgeFailure note and `by` accepted, in characters. */
+export const ACK_NOTE_LIMIT = 2000;
+export const ACK_BY_LIMIT = 200;
 
 /** The reason recorded when a step of this state fails without a more specific one. */
 const DEFAULT_REASON: Record<JobState, string> = {
@@ -125,6 +145,7 @@ export class JobRunner {
   async open(): Promise<void> {
     const state = await this.opts.store.load();
     this.jobs = state.jobs.map(cloneJob);
+    await this.closeInterruptedCleanups();
     const interrupted = this.jobs.find((job) => !isTerminal(job.state));
     if (!interrupted) {
       this.phase = "ready";
@@ -199,10 +220,20 @@ export class JobRunner {
     }
     if (this.active) {
       const a = this.active.job;
+      if (isTerminal(a.state)) {
+        throw new UpdaterError(
+          "already_exists",
+          `update job ${a.id} (to ${a.targetTag}) has ${a.state} and is cleaning up after itself; try again in a moment`,
+        );
+      }
       throw new UpdaterError(
         "already_exists",
         `update job ${a.id} (to ${a.targetTag}) is already active in state ${a.state}; watch it or wait for it to finish`,
       );
+    }
+    const blocking = this.jobs.find(needsAcknowledgement);
+    if (blocking) {
+      throw new UpdaterError("failed_precondition", blockedMessage(blocking));
     }
     const job = newJob({
       id: this.opts.newId(),
@@ -284,6 +315,63 @@ export class JobRunner {
       else if (job.state === "aborted") counts.aborted += 1;
     }
     return counts;
+  }
+
+  /**
+   * The failed job that blocks new updates until an operator acknowledges it (the newest, when
+   * there are several), or undefined.
+   */
+  blockingJob(): Job | undefined {
+    const job = this.jobs.find(needsAcknowledgement);
+    return job ? cloneJob(job) : undefined;
+  }
+
+  /**
+   * Records that an operator repaired the app after the `failed` job `id` (who and what, as given),
+   * durably, and returns the job. Idempotent: a job already acknowledged is returned as it is (the
+   * first acknowledgement stands). `failed_precondition` for a job in any other state, `not_found`
+   * for an unknown id, `invalid_argument` for a malformed id or an over-long or control-character
+   * `by` or `note`.
+   */
+  async acknowledge(id: string, request: { by?: string; note?: string } = {}): Promise<Job> {
+    checkJobId(id);
+    const by = (request.by ?? "").trim();
+    const note = (request.note ?? "").trim();
+    checkFreeText("acknowledged_by", by, ACK_BY_LIMIT, false);
+    checkFreeText("note", note, ACK_NOTE_LIMIT, true);
+    if (this.phase === "starting") {
+      throw new UpdaterError("unavailable", "the updater is starting; try again in a moment");
+    }
+    const current = this.get(id);
+    if (current.state !== "failed") throw notAcknowledgeable(current);
+    return this.enqueue(async () => {
+      const job = this.jobs.find((j) => j.id === id);
+      if (!job) throw new UpdaterError("not_found", `job ${id} is no longer in the history`);
+      if (job.acknowledgement) return cloneJob(job);
+      const now = this.opts.clock.now();
+      const next = revise(job, now, (draft) => {
+        draft.acknowledgement = { at: now.toISOString(), by, note };
+      });
+      try {
+        await this.opts.store.save(next);
+      } catch (err) {
+        throw new UpdaterError(
+          "unavailable",
+          `could not record the acknowledgement of job ${id} in the state directory: ${errorMessage(err)}; the job still blocks updates`,
+          { cause: err },
+        );
+      }
+      const at = this.jobs.findIndex((j) => j.id === id);
+      if (at >= 0) this.jobs[at] = next;
+      this.hub.publish(next);
+      this.opts.log.info("failed job acknowledged", {
+        job: id,
+        by: by || "(not given)",
+        note_chars: note.length,
+        still_blocking: this.jobs.find(needsAcknowledgement)?.id ?? "",
+      });
+      return cloneJob(next);
+    });
   }
 
   /**
@@ -380,33 +468,23 @@ export class JobRunner {
         ],
         ["migrating", "run the migration", (ctx) => engine.migrate(ctx)],
         ["swapping", "swap the app container to the new image", (ctx) => engine.swap(ctx)],
-        ["healthchecking", "health verdict of the new container", (ctx) => engine.healthcheck(ctx)],
+        [
+          "healthchecking",
+          "health verdict of the new container",
+          async (ctx) => {
+            await engine.healthcheck(ctx);
+            // The engine journals the verdict as its last act; make sure it is on disk either way.
+            if (!verdictPassed(run.job)) {
+              await ctx.journal("health verdict passed", { [VERDICT_PASSED_FACT]: "true" });
+            }
+          },
+        ],
       ];
       for (const [state, title, work] of phases) {
         await this.move(run, state);
         await this.step(run, title, work);
       }
-      // The health verdict is the point of commitment: the new version serves. Removing the
-      // previous container is cleanup; if it fails, the step says so and the update stands.
-      try {
-        await this.step(run, "commit: remove the previous container", (ctx) =>
-          engine.commit(ctx).catch((err: unknown) => {
-            throw asReason(err, "COMMIT_FAILED");
-          }),
-        );
-      } catch (err) {
-        if (this.stoppedByShutdown(run)) throw err;
-        this.opts.log.warn("the update stands, but the previous container was not removed", {
-          job: run.job.id,
-          error: errorMessage(err),
-        });
-      }
-      await this.move(run, "committed");
-      this.opts.log.info("job committed", {
-        job: run.job.id,
-        tag: run.job.targetTag,
-        version: manifest.version,
-      });
+      await this.commit(run);
     } catch (err) {
       if (this.stoppedByShutdown(run)) {
         this.opts.log.warn("job left for reconciliation at next start", {
@@ -532,6 +610,14 @@ export class JobRunner {
       error: error.message,
     });
     try {
+      if (state === "healthchecking" && verdictPassed(run.job)) {
+        // Past the commit point (the failure was in recording it): forward, never back.
+        this.opts.log.warn("the health verdict had passed: recording the commit instead of rolling back", {
+          job: run.job.id,
+        });
+        await this.commit(run);
+        return;
+      }
       if (!changesMayHaveHappened(state)) {
         await this.discard(run);
         await this.move(run, "aborted", error);
@@ -558,6 +644,7 @@ export class JobRunner {
         job: run.job.id,
         reason: run.job.error?.reason ?? error.reason,
         recoveries: run.job.recoveries,
+        ...restoreLogFields(run.job),
       });
     } catch (rbErr) {
       if (this.stoppedByShutdown(run)) return;
@@ -567,7 +654,10 @@ export class JobRunner {
         failedIn: "rolling_back",
         manualSteps: (rbErr instanceof UpdaterError && rbErr.manualSteps) || genericManualSteps(run.job),
       });
-      this.opts.log.error("job failed: rollback did not finish, a human must act", { job: run.job.id });
+      this.opts.log.error("job failed: rollback did not finish, a human must act", {
+        job: run.job.id,
+        ...restoreLogFields(run.job),
+      });
     }
   }
 
@@ -589,6 +679,21 @@ export class JobRunner {
       await this.update(run, (draft) => {
         draft.recoveries += 1;
       });
+      if (job.state === "healthchecking" && verdictPassed(job)) {
+        // Past the commit point: roll forward, whatever the restart count (committing changes
+        // nothing in the app; a restart during the cleanup finds the job already committed).
+        this.opts.log.warn("rolling forward: the health verdict had passed before the restart", {
+          job: job.id,
+        });
+        run.manifest = run.job.journal.manifest;
+        await this.closeOpenSteps(
+          run,
+          "interrupted: the updater stopped while this step ran",
+          "the health verdict had passed (journaled) before the updater restarted",
+        );
+        await this.commit(run);
+        return;
+      }
       await this.closeOpenSteps(run, "interrupted: the updater stopped while this step ran");
       if (run.job.recoveries > this.opts.maxRecoveries) {
         await this.move(run, "failed", {
@@ -621,18 +726,113 @@ export class JobRunner {
 
   // ---- steps and changes ----
 
-  /** Marks steps left running (by a crash or a shutdown) as failed, so no finished job shows one running. */
-  private async closeOpenSteps(run: ActiveRun, why: string): Promise<void> {
+  /**
+   * Marks steps left running (by a crash or a shutdown) as failed, so no finished job shows one
+   * running. With `verdict`, the health verdict step is marked succeeded instead, with that note.
+   */
+  private async closeOpenSteps(run: ActiveRun, why: string, verdict?: string): Promise<void> {
     if (!run.job.steps.some((s) => s.status === "running")) return;
     const at = this.opts.clock.now().toISOString();
     await this.update(run, (draft) => {
       for (const s of draft.steps) {
         if (s.status !== "running") continue;
+        s.endedAt = at;
+        if (verdict && s.state === "healthchecking") {
+          s.status = "succeeded";
+          s.output = appendBounded(s.output, `${verdict}\n`);
+          continue;
+        }
         s.status = "failed";
         s.error = why;
-        s.endedAt = at;
       }
     });
+  }
+
+  /**
+   * At start: a committed job whose cleanup step was still running when the updater stopped. The
+   * cleanup is not retried (the update stands either way); the step says what was left.
+   */
+  private async closeInterruptedCleanups(): Promise<void> {
+    for (const [i, job] of this.jobs.entries()) {
+      if (!isTerminal(job.state) || !job.steps.some((s) => s.status === "running")) continue;
+      const committed = job.state === "committed";
+      const why = committed
+        ? "interrupted: the updater stopped before this cleanup finished; the previous container (and image) may still be there: docker ps -a lists it, remove it with docker rm when you no longer need it"
+        : "interrupted: the updater stopped while this step ran";
+      const now = this.opts.clock.now();
+      const next = revise(job, now, (draft) => {
+        for (const s of draft.steps) {
+          if (s.status !== "running") continue;
+          s.status = "failed";
+          s.error = why;
+          s.endedAt = now.toISOString();
+        }
+      });
+      if (committed) {
+        this.opts.log.warn(
+          "job committed, but the updater stopped before its cleanup finished: the previous container is left in place; it is not retried",
+          { job: job.id },
+        );
+      }
+      try {
+        await this.opts.store.save(next);
+        this.jobs[i] = next;
+      } catch (err) {
+        this.opts.log.warn("could not record the interrupted cleanup", {
+          job: job.id,
+          error: errorMessage(err),
+        });
+      }
+    }
+  }
+
+  /**
+   * The commit point: saves the job `committed` (with its cleanup step started) before anything is
+   * removed, then runs the cleanup (engine.commit) best effort. Watchers get the committed snapshot
+   * when the cleanup step has ended (or could not be recorded), so their last snapshot says how the
+   * cleanup went; get() and history() see `committed` as soon as it is on disk.
+   */
+  private async commit(run: ActiveRun): Promise<void> {
+    const now = this.opts.clock.now();
+    const next = transition(run.job, "committed", now);
+    next.steps.push({
+      state: "committed",
+      title: CLEANUP_STEP_TITLE,
+      status: "running",
+      startedAt: now.toISOString(),
+      output: "",
+    });
+    run.quiet = true;
+    try {
+      await this.enqueue(() => this.persist(run, next));
+      this.opts.log.info("job state", { job: run.job.id, state: "committed" });
+      this.opts.log.info("job committed", {
+        job: run.job.id,
+        tag: run.job.targetTag,
+        version: run.job.targetVersion ?? "",
+      });
+      try {
+        await this.runStep(run, run.job.steps.length - 1, CLEANUP_STEP_TITLE, (ctx) =>
+          this.opts.engine.commit(ctx),
+        );
+      } catch (err) {
+        if (this.stoppedByShutdown(run)) {
+          this.opts.log.warn(
+            "shutting down during the cleanup after the commit: the previous container may be left in place",
+            { job: run.job.id },
+          );
+          return;
+        }
+        this.opts.log.warn("the update stands, but the cleanup after the commit failed", {
+          job: run.job.id,
+          reason: "CLEANUP_FAILED",
+          error: errorMessage(err),
+        });
+      }
+    } finally {
+      run.quiet = false;
+      if (isTerminal(run.job.state)) this.hub.publish(run.job);
+    }
   }
 
   private async step<T>(run: ActiveRun, title: string, work: (ctx: StepContext) => Promise<T>): Promise<T> {
@@ -641,7 +841,16 @@ export class JobRunner {
     await this.update(run, (draft) => {
       draft.steps.push({ state: draft.state, title, status: "running", startedAt, output: "" });
     });
-    const index = run.job.steps.length - 1;
+    return this.runStep(run, run.job.steps.length - 1, title, work);
+  }
+
+  /** Runs `work` as the step at `index` (already recorded as running) and records how it ended. */
+  private async runStep<T>(
+    run: ActiveRun,
+    index: number,
+    title: string,
+    work: (ctx: StepContext) => Promise<T>,
+  ): Promise<T> {
     const ctx = this.context(run, run.manifest, {
       output: (text) =>
         this.lazyUpdate(run, (d) => {
@@ -714,8 +923,11 @@ export class JobRunner {
           const next = cloneJob(run.job);
           next.journal.intent = intent;
           Object.assign(next.journal.facts, facts ?? {});
+          const restore = dataRestoreFromFacts(next.journal.facts);
+          if (restore) next.dataRestore = restore;
           return this.persist(run, next, { publish: false });
         }),
+      keepSnapshotsOf: Object.freeze(this.jobs.filter(needsAcknowledgement).map((j) => j.id)),
     };
   }
 
@@ -738,7 +950,7 @@ export class JobRunner {
     void this.enqueue(async () => {
       const next = revise(run.job, this.opts.clock.now(), edit);
       this.adopt(run, next);
-      this.hub.publish(next);
+      if (!run.quiet) this.hub.publish(next);
       this.scheduleFlush(run);
     }).catch((err) =>
       this.opts.log.warn("step output dropped", { job: run.job.id, error: errorMessage(err) }),
@@ -763,17 +975,14 @@ export class JobRunner {
   ): Promise<void> {
     await this.opts.store.save(next);
     this.adopt(run, next);
-    if (opts.publish) this.hub.publish(next);
+    if (opts.publish && !run.quiet) this.hub.publish(next);
   }
 
   private adopt(run: ActiveRun, next: Job): void {
     run.job = next;
     const at = this.jobs.findIndex((j) => j.id === next.id);
     if (at >= 0) this.jobs[at] = next;
-    else {
-      this.jobs.unshift(next);
-      if (this.jobs.length > HISTORY_LIMIT) this.jobs.length = HISTORY_LIMIT;
-    }
+    else this.jobs = trimHistory([next, ...this.jobs], HISTORY_LIMIT);
   }
 
   /** Runs changes one after another so that none is lost or reordered. */
@@ -815,6 +1024,65 @@ function checkJobId(id: string): void {
       `job id ${JSON.stringify(id.slice(0, 80))} is malformed: job ids are lowercase UUIDs such as 0b6f3f5e-6c1d-4c36-9d2b-2f4a8e1c9a10`,
     );
   }
+}
+
+/** Refuses free text that is too long or holds control characters (`multiline` allows \n and \t). */
+function checkFreeText(field: string, text: string, limit: number, multiline: boolean): void {
+  if (text.length > limit) {
+    throw new UpdaterError(
+      "invalid_argument",
+      `${field} is ${text.length} characters long; at most ${limit} are kept: say briefly what was done`,
+    );
+  }
+  const control = multiline ? /[\p{Cc}--[\n\t]]/v : /\p{Cc}/u;
+  if (control.test(text)) {
+    throw new UpdaterError(
+      "invalid_argument",
+      `${field} holds a control character${multiline ? " (only line breaks and tabs are allowed)" : ""}`,
+    );
+  }
+}
+
+/** The answer to AcknowledgeFailure for a job that is not `failed`. */
+function notAcknowledgeable(job: Job): UpdaterError {
+  const why: Partial<Record<JobState, string>> = {
+    committed: "it committed: nothing needs repairing",
+    rolled_back:
+      "it was rolled back: the previous version runs on the previous data, nothing needs repairing",
+    aborted: "it stopped before it changed anything: nothing needs repairing",
+  };
+  return new UpdaterError(
+    "failed_precondition",
+    `job ${job.id} is ${job.state}, not failed, so there is nothing to acknowledge: ${
+      why[job.state] ?? "it is still running; watch it, and acknowledge it only if it ends failed"
+    }`,
+  );
+}
+
+/** Why StartUpdate is refused while `job` (failed, not acknowledged) stands, and what to do. */
+export function blockedMessage(job: Job): string {
+  return (
+    `job ${job.id} (to ${job.targetTag}) failed${job.error ? ` (${job.error.reason})` : ""} and no operator has acknowledged it: ` +
+    "no update starts over an app that may need repair. Follow the job's manual steps " +
+    `(processgit-updater watch ${job.id} prints them; GetJob returns them in error.manual_steps), ` +
+    `then acknowledge it: processgit-updater acknowledge ${job.id} --note 'what you did', or ` +
+    `curl -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"id":"${job.id}","note":"what you did"}' ` +
+    '"$PROCESSGIT_UPDATER_URL/processgit.updater.v1.UpdaterService/AcknowledgeFailure"'
+  );
+}
+
+/** Log fields saying what a rollback did to the data, when the journal says. */
+function restoreLogFields(job: Job): Record<string, unknown> {
+  const r = job.dataRestore;
+  if (!r) return {};
+  return {
+    data_restore_needed: r.needed,
+    data_restored: r.done,
+    ...(r.snapshot ? { snapshot: r.snapshot } : {}),
+    ...(r.pointAt ? { data_as_of: r.pointAt } : {}),
+    ...(r.discardedFrom ? { discarded_from: r.discardedFrom } : {}),
+    ...(r.discardedUntil ? { discarded_until: r.discardedUntil } : {}),
+  };
 }
 
 function asReason(err: unknown, reason: string): unknown {

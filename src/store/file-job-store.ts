@@ -7,7 +7,9 @@ import { mkdir, readFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { errorMessage, StateFileError, UpdaterError } from "../errors.js";
 import {
+  type Acknowledgement,
   cloneJob,
+  type DataRestore,
   isTerminal,
   JOB_STATES,
   type Job,
@@ -16,6 +18,7 @@ import {
   type Progress,
   type Step,
   type StepStatus,
+  trimHistory,
   type Verification,
 } from "../orchestrator/job.js";
 import { HISTORY_LIMIT, type JobStore, type StoredState } from "../orchestrator/ports.js";
@@ -40,8 +43,10 @@ interface StateFile {
  *
  * Invariants:
  * - The file and the in-memory copy hold jobs in the StoredState order (the non-terminal job, if
- *   any, first; then newest first by `createdAt`), at most HISTORY_LIMIT of them, at most one
- *   non-terminal, ids unique. Trimming drops the oldest terminal jobs, never the non-terminal one.
+ *   any, first; then newest first by `createdAt`), at most HISTORY_LIMIT of them besides failed
+ *   jobs not yet acknowledged, at most one non-terminal, ids unique. Trimming drops the oldest
+ *   terminal jobs, never the non-terminal one and never a failed job that is not acknowledged.
+ * - Jobs written before `acknowledgement` and `dataRestore` existed load as they are (both optional).
  * - Every `load` and `save` runs alone, in call order; a `save` resolves only once its write is
  *   durable, and the in-memory copy changes only after that.
  * - A file that fails validation is never written, renamed or removed: after `load` refuses it,
@@ -240,9 +245,12 @@ function order(jobs: Job[]): Job[] {
   );
 }
 
-/** At most HISTORY_LIMIT jobs, dropping the oldest terminal ones; `jobs` must be ordered. */
+/**
+ * At most HISTORY_LIMIT jobs, dropping the oldest terminal ones but never a failed job that is not
+ * acknowledged; `jobs` must be ordered.
+ */
 function bound(jobs: Job[]): Job[] {
-  return jobs.slice(0, HISTORY_LIMIT);
+  return trimHistory(jobs, HISTORY_LIMIT);
 }
 
 // ---- Job shape validation: a Check returns the first problem ("<where> is <what>, expected ...") or undefined.
@@ -405,6 +413,17 @@ const jobShape = fields<Job>({
   revision: count,
   recoveries: count,
   journal: fields<Journal>({ intent: optional(str), facts: stringMap, manifest: optional(manifest) }),
+  acknowledgement: optional(fields<Acknowledgement>({ at: timestamp, by: str, note: str })),
+  dataRestore: optional(
+    fields<DataRestore>({
+      needed: bool,
+      snapshot: optional(str),
+      pointAt: optional(timestamp),
+      discardedFrom: optional(timestamp),
+      discardedUntil: optional(timestamp),
+      done: bool,
+    }),
+  ),
 });
 
 /** Why `value` is not a Job (its first problem), or undefined when it is one. */

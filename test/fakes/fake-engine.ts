@@ -1,6 +1,8 @@
 /**
  * A scriptable ContainerEngine for unit tests of the runner and the RPC layer: every verb succeeds
- * by default, can be made to fail, or can be held at a gate until the test opens it.
+ * by default, can be made to fail, or can be held at a gate until the test opens it. It keeps the
+ * journal contract of the real adapter: a successful healthcheck journals `verdict.passed` as its
+ * last act, and rollback journals the `restore.*` facts set in `restoreFacts`.
  */
 import { UpdaterError } from "../../src/errors.js";
 import type { AppInfo, ContainerEngine, StepContext } from "../../src/orchestrator/ports.js";
@@ -36,6 +38,12 @@ export class FakeEngine implements ContainerEngine {
   /** Output the verb writes into its step before finishing. */
   readonly outputs = new Map<Verb, string[]>();
   migrationRuns = true;
+  /** Facts rollback journals (restore.needed, restore.snapshot, ...) before it may fail. */
+  restoreFacts: Record<string, string> = {};
+  /** When false, a successful healthcheck does not journal `verdict.passed` (an adapter that forgot). */
+  journalsVerdict = true;
+  /** What each call saw in `ctx.keepSnapshotsOf`, in call order. */
+  readonly keptSnapshots: Array<[Verb, readonly string[]]> = [];
 
   failOn(verb: Verb, message = `${verb} failed`, reason?: string, manualSteps?: string): this {
     this.failures.set(
@@ -86,13 +94,15 @@ export class FakeEngine implements ContainerEngine {
   swap(ctx: StepContext) {
     return this.act("swap", ctx);
   }
-  healthcheck(ctx: StepContext) {
-    return this.act("healthcheck", ctx);
+  async healthcheck(ctx: StepContext) {
+    await this.act("healthcheck", ctx);
+    if (this.journalsVerdict) await ctx.journal("health verdict passed", { "verdict.passed": "true" });
   }
   commit(ctx: StepContext) {
     return this.act("commit", ctx);
   }
-  rollback(ctx: StepContext) {
+  async rollback(ctx: StepContext) {
+    if (Object.keys(this.restoreFacts).length > 0) await ctx.journal("restore the data", this.restoreFacts);
     return this.act("rollback", ctx);
   }
   async discard(ctx: StepContext) {
@@ -101,6 +111,7 @@ export class FakeEngine implements ContainerEngine {
 
   private async act(verb: Verb, ctx: StepContext): Promise<void> {
     this.calls.push(verb);
+    this.keptSnapshots.push([verb, ctx.keepSnapshotsOf]);
     await ctx.journal(`about to ${verb}`, { [`${verb}.started`]: "yes" });
     for (const line of this.outputs.get(verb) ?? []) ctx.output(line);
     const gate = this.gates.get(verb);

@@ -2,7 +2,7 @@
  * A JobStore in memory for unit tests. It records every saved revision in order, can be made to
  * fail, and can hold saves at a gate to prove that nothing is published before it is stored.
  */
-import { cloneJob, type Job } from "../../src/orchestrator/job.js";
+import { cloneJob, type Job, trimHistory } from "../../src/orchestrator/job.js";
 import { HISTORY_LIMIT, type JobStore, type StoredState } from "../../src/orchestrator/ports.js";
 
 export class MemoryJobStore implements JobStore {
@@ -29,6 +29,6 @@ export class MemoryJobStore implements JobStore {
     if (at >= 0) this.jobs[at] = copy;
     else this.jobs.unshift(copy);
     this.jobs.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
-    this.jobs = this.jobs.slice(0, HISTORY_LIMIT);
+    this.jobs = trimHistory(this.jobs, HISTORY_LIMIT);
   }
 }

@@ -5,16 +5,20 @@ import {
   canTransition,
   changesMayHaveHappened,
   cloneJob,
+  dataRestoreFromFacts,
   isTerminal,
   JOB_ID_PATTERN,
   JOB_STATES,
   type Job,
   type JobState,
+  needsAcknowledgement,
   newJob,
   revise,
   STEP_OUTPUT_LIMIT,
   TAG_PATTERN,
   transition,
+  trimHistory,
+  verdictPassed,
 } from "../../src/orchestrator/job.js";
 
 const ELISION = "\n[... output elided ...]\n";
@@ -275,5 +279,86 @@ describe("patterns", () => {
     for (const bad of ["", "-v1", ".v1", "../x", "v 1", "v1/2", "a".repeat(129), "v1\n"]) {
       expect(TAG_PATTERN.test(bad), JSON.stringify(bad)).toBe(false);
     }
+  });
+});
+
+describe("point-in-time facts", () => {
+  it('verdictPassed reads the engine\'s verdict.passed fact, exactly "true"', () => {
+    const j = job("healthchecking");
+    expect(verdictPassed(j)).toBe(false);
+    j.journal.facts["verdict.passed"] = "yes";
+    expect(verdictPassed(j)).toBe(false);
+    j.journal.facts["verdict.passed"] = "true";
+    expect(verdictPassed(j)).toBe(true);
+  });
+
+  it("dataRestoreFromFacts types the restore.* facts, normalizes times and leaves out what does not parse", () => {
+    expect(dataRestoreFromFacts({ "snapshot.dir": "/x" })).toBeUndefined();
+    expect(
+      dataRestoreFromFacts({
+        "restore.needed": "true",
+        "restore.snapshot": "snap-1",
+        "restore.pointAt": "2026-11-02T11:00:00+01:00",
+        "restore.discardedFrom": "2026-11-02T10:00:05.000Z",
+        "restore.discardedUntil": "not a time",
+        "restore.done": "true",
+      }),
+    ).toEqual({
+      needed: true,
+      snapshot: "snap-1",
+      pointAt: "2026-11-02T10:00:00.000Z",
+      discardedFrom: "2026-11-02T10:00:05.000Z",
+      done: true,
+    });
+    expect(dataRestoreFromFacts({ "restore.needed": "false" })).toEqual({ needed: false, done: false });
+    expect(dataRestoreFromFacts({ "restore.snapshot": "snap-2" })).toEqual({
+      needed: false,
+      snapshot: "snap-2",
+      done: false,
+    });
+  });
+
+  it("needsAcknowledgement: failed and not acknowledged", () => {
+    expect(needsAcknowledgement(job("failed"))).toBe(true);
+    expect(
+      needsAcknowledgement({ ...job("failed"), acknowledgement: { at: T1.toISOString(), by: "", note: "" } }),
+    ).toBe(false);
+    for (const state of JOB_STATES.filter((s) => s !== "failed"))
+      expect(needsAcknowledgement(job(state))).toBe(false);
+  });
+});
+
+describe("trimHistory", () => {
+  const ack = { at: T1.toISOString(), by: "ops", note: "" };
+  function history(states: Array<JobState | "failed+ack">): Job[] {
+    return states.map((state, i) => {
+      const j = job(state === "failed+ack" ? "failed" : state);
+      j.id = `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`;
+      if (state === "failed+ack") j.acknowledgement = ack;
+      return j;
+    });
+  }
+  const ids = (jobs: Job[]) => jobs.map((j) => Number(j.id.slice(-12)));
+
+  it("keeps everything up to the limit", () => {
+    const jobs = history(["committed", "failed", "aborted"]);
+    expect(trimHistory(jobs, 3)).toEqual(jobs);
+    expect(trimHistory(jobs, 3)).not.toBe(jobs);
+  });
+
+  it("drops the oldest jobs that may go, never the active job or a failed job not acknowledged", () => {
+    const jobs = history([
+      "pulling",
+      "committed",
+      "failed",
+      "rolled_back",
+      "failed+ack",
+      "committed",
+      "failed",
+    ]);
+    expect(ids(trimHistory(jobs, 5))).toEqual([0, 1, 2, 3, 6]);
+    expect(ids(trimHistory(jobs, 3))).toEqual([0, 2, 6]);
+    // Beyond the limit when only jobs that must stay are left.
+    expect(ids(trimHistory(jobs, 1))).toEqual([0, 2, 6]);
   });
 });

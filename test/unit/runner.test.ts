@@ -15,7 +15,7 @@ import {
   newJob,
   transition,
 } from "../../src/orchestrator/job.js";
-import type { JobRunner } from "../../src/orchestrator/runner.js";
+import { CLEANUP_STEP_TITLE, type JobRunner } from "../../src/orchestrator/runner.js";
 import { validateManifest } from "../../src/verify/manifest.js";
 import type { Verb } from "../fakes/fake-engine.js";
 import { DIGEST_V2, MemoryReleaseSource, manifestFor, signatureFor } from "../fakes/fake-release.js";
@@ -220,7 +220,9 @@ describe("the happy path", () => {
 
     expect(end.state).toBe("committed");
     expect(end.error).toBeUndefined();
-    expect(end.finishedAt).toBe(end.updatedAt);
+    // finishedAt is the commit point; the cleanup step after it moves updatedAt on.
+    expect(end.finishedAt).toBe(end.steps.at(-1)?.startedAt);
+    expect(Date.parse(end.finishedAt ?? "")).toBeLessThan(Date.parse(end.updatedAt));
     expect(end).toMatchObject({
       targetTag: "v2.0.0",
       targetVersion: "2.0.0",
@@ -248,7 +250,7 @@ describe("the happy path", () => {
       ["migrating", "run the migration", "succeeded"],
       ["swapping", "swap the app container to the new image", "succeeded"],
       ["healthchecking", "health verdict of the new container", "succeeded"],
-      ["healthchecking", "commit: remove the previous container", "succeeded"],
+      ["committed", CLEANUP_STEP_TITLE, "succeeded"],
     ]);
     for (const step of end.steps) {
       expect(step.endedAt).toBeDefined();
@@ -263,7 +265,13 @@ describe("the happy path", () => {
     expect(step("pull")?.progress).toEqual({ done: 100, total: 100, unit: "bytes" });
     expect(step("run the migration")?.output).toBe("applying 0001_init\napplying 0002_users\n");
     expect(end.journal.manifest?.version).toBe("2.0.0");
-    expect(end.journal.facts).toMatchObject({ "snapshot.started": "yes", "commit.started": "yes" });
+    expect(end.journal.facts).toMatchObject({
+      "snapshot.started": "yes",
+      "verdict.passed": "true",
+      "commit.started": "yes",
+    });
+    expect(end.acknowledgement).toBeUndefined();
+    expect(end.dataRestore).toBeUndefined();
 
     expect(h.engine.calls).toEqual([
       "preflight",
@@ -442,16 +450,28 @@ describe("failures after planning", () => {
     expect(end.error?.reason).toBe("HEALTH_TIMEOUT");
   });
 
-  it("a failed commit cleanup leaves the update standing: committed, with the failed step and COMMIT_FAILED in the log", async () => {
-    const h = await harness();
+  it("a failed cleanup after the commit leaves the update standing: committed, the cleanup step failed, CLEANUP_FAILED in the log", async () => {
+    const lines: string[] = [];
+    const h = await harness({ options: { log: createLogger("info", (line) => lines.push(line)) } });
     h.engine.failOn("commit", "cannot remove the previous container");
     const end = await runJob(h);
     expect(end.state).toBe("committed");
     expect(end.error).toBeUndefined();
-    const commitStep = end.steps.find((s) => s.title.startsWith("commit"));
-    expect(commitStep).toMatchObject({ status: "failed", error: "cannot remove the previous container" });
+    expect(end.steps.at(-1)).toMatchObject({
+      state: "committed",
+      title: CLEANUP_STEP_TITLE,
+      status: "failed",
+      error: "cannot remove the previous container",
+    });
     expect(h.engine.calls).not.toContain("rollback");
     expect(h.engine.calls.at(-1)).toBe("commit");
+    const warning = lines.map((l) => JSON.parse(l)).find((e) => e.reason === "CLEANUP_FAILED");
+    expect(warning).toMatchObject({
+      level: "warn",
+      msg: "the update stands, but the cleanup after the commit failed",
+      job: end.id,
+      error: "cannot remove the previous container",
+    });
   });
 
   it("a failing rollback ends failed with ROLLBACK_FAILED and the engine's manual steps", async () => {
@@ -820,7 +840,9 @@ describe("history and counts", () => {
     h.engine.failOn("swap");
     expect((await runJob(h)).state).toBe("rolled_back");
     h.engine.failOn("rollback");
-    expect((await runJob(h)).state).toBe("failed");
+    const failed = await runJob(h);
+    expect(failed.state).toBe("failed");
+    await h.runner.acknowledge(failed.id, { note: "restored by hand" });
     h.engine.failures.clear();
     h.engine.failOn("snapshot");
     expect((await runJob(h)).state).toBe("aborted");
@@ -1114,5 +1136,453 @@ describe("logs", () => {
       expect.arrayContaining(["planning", "snapshotting", "pulling", "swapping", "healthchecking"]),
     );
     expect(events.filter((e) => e.msg === "job state").map((e) => e.state)).toContain("committed");
+  });
+});
+
+describe("the commit point: committed on disk before the cleanup", () => {
+  it("saves committed before engine.commit runs; watchers get it once the cleanup step ended; the slot is held until then", async () => {
+    const h = await harness();
+    h.engine.outputs.set("commit", ["removed the previous container abc123\n"]);
+    const gate = h.engine.gate("commit");
+    const job = await h.runner.start({ tag: "v2.0.0" });
+    const seen: Job[] = [];
+    const watching = (async () => {
+      for await (const j of h.runner.watch(job.id)) seen.push(j);
+    })();
+    await within(gate.reached, 2000, "commit");
+    // On disk and readable: committed, the verdict journaled, the cleanup step running.
+    const stored = h.store.jobs.find((j) => j.id === job.id);
+    expect(stored?.state).toBe("committed");
+    expect(stored?.journal.facts["verdict.passed"]).toBe("true");
+    expect(stored?.steps.at(-1)).toMatchObject({ state: "committed", title: CLEANUP_STEP_TITLE });
+    expect(h.runner.get(job.id).state).toBe("committed");
+    expect(h.runner.counts().committed).toBe(1);
+    // The first save in state committed already holds the running cleanup step.
+    const firstCommitted = h.store.saved.find((j) => j.id === job.id && j.state === "committed");
+    expect(firstCommitted?.steps.at(-1)).toMatchObject({ title: CLEANUP_STEP_TITLE, status: "running" });
+    expect(firstCommitted?.finishedAt).toBeDefined();
+    // Watchers have not been sent the terminal snapshot yet (it would end their watch).
+    await settle();
+    expect(seen.some((j) => j.state === "committed")).toBe(false);
+    // The slot stays taken during the cleanup, with a message that says so.
+    const busy = await updaterError(h.runner.start({ tag: "v3.0.0" }));
+    expect(busy.code).toBe("already_exists");
+    expect(busy.message).toContain(`${job.id} (to v2.0.0) has committed and is cleaning up`);
+    expect(h.runner.state).toBe("busy");
+    gate.open();
+    await within(watching, 2000, "watch");
+    const last = seen.at(-1) as Job;
+    expect(last.state).toBe("committed");
+    expect(last.steps.at(-1)).toMatchObject({
+      title: CLEANUP_STEP_TITLE,
+      status: "succeeded",
+      output: "removed the previous container abc123\n",
+    });
+    // No snapshot a watcher got shows a committed job with a step still running.
+    expect(seen.filter((j) => j.state === "committed")).toEqual([last]);
+    expect(last).toEqual(h.runner.get(job.id));
+    expect(h.runner.state).toBe("idle");
+  });
+
+  it("when the adapter did not journal the verdict, the runner does, before the commit", async () => {
+    const h = await harness();
+    h.engine.journalsVerdict = false;
+    const gate = h.engine.gate("commit");
+    const job = await h.runner.start({ tag: "v2.0.0" });
+    await within(gate.reached, 2000, "commit");
+    const healthEnd = h.store.saved.find(
+      (j) => j.id === job.id && j.steps.some((s) => s.state === "healthchecking" && s.status === "succeeded"),
+    );
+    expect(healthEnd?.journal.facts["verdict.passed"]).toBe("true");
+    expect(healthEnd?.state).toBe("healthchecking");
+    gate.open();
+    expect((await finished(h.runner, job.id)).state).toBe("committed");
+  });
+
+  it("a failed health verdict journals no verdict and rolls back", async () => {
+    const h = await harness();
+    h.engine.failOn("healthcheck", "unhealthy");
+    const end = await runJob(h);
+    expect(end.state).toBe("rolled_back");
+    expect(end.journal.facts["verdict.passed"]).toBeUndefined();
+  });
+
+  it("when the commit cannot be saved at first, the job still commits: forward, never back", async () => {
+    const store = new (class extends MemoryJobStore {
+      refusals = 1;
+      override async save(job: Job): Promise<void> {
+        if (job.state === "committed" && this.refusals > 0) {
+          this.refusals -= 1;
+          throw new Error("disk hiccup");
+        }
+        return super.save(job);
+      }
+    })();
+    const h = await harness({ store });
+    const end = await runJob(h);
+    expect(end.state).toBe("committed");
+    expect(end.error).toBeUndefined();
+    expect(h.engine.calls).not.toContain("rollback");
+    expect(h.engine.calls.at(-1)).toBe("commit");
+    expect(savedStates(store, end.id)).toEqual([...FORWARD_STATES]);
+  });
+
+  it("when the commit can never be saved, nothing is rolled back and the slot stays taken for a restart to roll forward", async () => {
+    const store = new (class extends MemoryJobStore {
+      override async save(job: Job): Promise<void> {
+        if (job.state === "committed") throw new Error("disk full");
+        return super.save(job);
+      }
+    })();
+    const h = await harness({ store });
+    const job = await h.runner.start({ tag: "v2.0.0" });
+    await waitFor(() => h.engine.calls.includes("healthcheck"), "the health verdict");
+    await settle(50);
+    expect(h.engine.calls).not.toContain("rollback");
+    expect(h.engine.calls).not.toContain("commit");
+    expect(h.runner.get(job.id).state).toBe("healthchecking");
+    expect(h.runner.state).toBe("busy");
+    await h.runner.shutdown(100);
+    // The next start finds the verdict in the journal and commits.
+    const fixed = new MemoryJobStore(store.jobs);
+    const next = await harness({ store: fixed });
+    expect(next.runner.get(job.id)).toMatchObject({ state: "committed", recoveries: 1 });
+    expect(next.engine.calls).toEqual(["commit"]);
+  });
+
+  it("a shutdown during the cleanup leaves the job committed; the next start closes the step, says so, and does not retry", async () => {
+    const h = await harness();
+    const gate = h.engine.gate("commit");
+    const job = await h.runner.start({ tag: "v2.0.0" });
+    await within(gate.reached, 2000, "commit");
+    await within(h.runner.shutdown(100), 2000, "shutdown");
+    const stored = h.store.jobs.find((j) => j.id === job.id);
+    expect(stored?.state).toBe("committed");
+    expect(stored?.steps.at(-1)).toMatchObject({ title: CLEANUP_STEP_TITLE, status: "running" });
+
+    const lines: string[] = [];
+    const next = await harness({
+      store: h.store,
+      options: { log: createLogger("info", (line) => lines.push(line)) },
+    });
+    const end = next.runner.get(job.id);
+    expect(end.state).toBe("committed");
+    expect(end.recoveries).toBe(0);
+    expect(end.steps.at(-1)).toMatchObject({ title: CLEANUP_STEP_TITLE, status: "failed" });
+    expect(end.steps.at(-1)?.error).toContain("the previous container (and image) may still be there");
+    expect(end.steps.every((s) => s.status !== "running")).toBe(true);
+    expect(next.engine.calls).toEqual([]);
+    expect(next.runner.state).toBe("idle");
+    const warning = lines.map((l) => JSON.parse(l)).find((e) => e.job === job.id && e.level === "warn");
+    expect(warning?.msg).toContain("the previous container is left in place");
+    // And it does not block the next update.
+    expect((await finished(next.runner, (await next.runner.start({ tag: "v3.0.0" })).id)).state).toBe(
+      "committed",
+    );
+  });
+});
+
+/** A job a crash left in healthchecking after the engine journaled `verdict.passed`. */
+function verdictPassedJob(recoveries = 0): Job {
+  const job = storedJob(["snapshotting", "pulling", "verifying", "migrating", "swapping", "healthchecking"], {
+    withManifest: true,
+    recoveries,
+  });
+  job.steps.push({
+    state: "healthchecking",
+    title: "health verdict of the new container",
+    status: "running",
+    startedAt: job.updatedAt,
+    output: "the new container: healthy for 30 s\n",
+  });
+  job.journal.facts["verdict.passed"] = "true";
+  job.journal.intent = "health verdict passed";
+  return job;
+}
+
+describe("reconciliation after a passed verdict: forward, never back", () => {
+  it("a restart after verdict.passed commits the job and runs the cleanup; no rollback", async () => {
+    const lines: string[] = [];
+    const store = new MemoryJobStore([verdictPassedJob()]);
+    const h = await harness({ store, options: { log: createLogger("info", (line) => lines.push(line)) } });
+    const end = h.runner.get(STORED_ID);
+    expect(end.state).toBe("committed");
+    expect(end.error).toBeUndefined();
+    expect(end.recoveries).toBe(1);
+    expect(end.finishedAt).toBeDefined();
+    expect(h.engine.calls).toEqual(["commit"]);
+    expect(savedStates(store, STORED_ID)).toEqual(["healthchecking", "committed"]);
+    expect(stepsOf(end).slice(-2)).toEqual([
+      ["healthchecking", "health verdict of the new container", "succeeded"],
+      ["committed", CLEANUP_STEP_TITLE, "succeeded"],
+    ]);
+    expect(end.steps.at(-2)?.output).toContain("the health verdict had passed (journaled)");
+    expect(store.jobs[0]).toEqual(end);
+    const events = lines.map((l) => JSON.parse(l));
+    expect(events.some((e) => e.msg.startsWith("rolling forward") && e.job === STORED_ID)).toBe(true);
+    expect(events.some((e) => e.msg === "job committed" && e.job === STORED_ID)).toBe(true);
+    expect(h.runner.state).toBe("idle");
+  });
+
+  it("rolls forward even at the restart limit (committing changes nothing in the app)", async () => {
+    const store = new MemoryJobStore([verdictPassedJob(3)]);
+    const h = await harness({ store });
+    expect(h.runner.get(STORED_ID)).toMatchObject({ state: "committed", recoveries: 4 });
+    expect(h.engine.calls).toEqual(["commit"]);
+  });
+
+  it("a failing cleanup during the roll-forward leaves the job committed", async () => {
+    const store = new MemoryJobStore([verdictPassedJob()]);
+    const h = makeHarness({ store });
+    open.push(h.runner);
+    h.engine.failOn("commit", "the previous container is gone already? no: engine error");
+    await h.runner.open();
+    await within(h.runner.reconciled, 2000, "reconciliation");
+    const end = h.runner.get(STORED_ID);
+    expect(end.state).toBe("committed");
+    expect(end.steps.at(-1)).toMatchObject({ title: CLEANUP_STEP_TITLE, status: "failed" });
+    expect(h.engine.calls).toEqual(["commit"]);
+  });
+
+  it("without verdict.passed, a job interrupted while healthchecking is still rolled back", async () => {
+    const job = verdictPassedJob();
+    delete job.journal.facts["verdict.passed"];
+    const h = await harness({ store: new MemoryJobStore([job]) });
+    expect(h.runner.get(STORED_ID).state).toBe("rolled_back");
+    expect(h.engine.calls).toEqual(["rollback"]);
+  });
+
+  it("a job already rolling back is not rolled forward, whatever the journal says", async () => {
+    const error: JobError = {
+      reason: "HEALTHCHECK_FAILED",
+      message: "unhealthy",
+      failedIn: "healthchecking",
+    };
+    const job = storedJob(
+      ["snapshotting", "pulling", "verifying", "migrating", "swapping", "healthchecking", "rolling_back"],
+      { error, withManifest: true },
+    );
+    job.journal.facts["verdict.passed"] = "true";
+    const h = await harness({ store: new MemoryJobStore([job]) });
+    expect(h.runner.get(STORED_ID).state).toBe("rolled_back");
+    expect(h.engine.calls).toEqual(["rollback"]);
+  });
+});
+
+describe("a failed job is sticky until acknowledged", () => {
+  async function failedJob(h: Harness): Promise<Job> {
+    h.engine.failOn("healthcheck", "unhealthy");
+    h.engine.failOn("rollback", "cannot start the previous container", undefined, "1. do this\n2. do that");
+    const end = await runJob(h);
+    expect(end.state).toBe("failed");
+    h.engine.failures.clear();
+    return end;
+  }
+
+  it("refuses StartUpdate with failed_precondition naming the job, its manual steps and how to acknowledge", async () => {
+    const h = await harness();
+    const failed = await failedJob(h);
+    const saves = h.store.saved.length;
+    const err = await updaterError(h.runner.start({ tag: "v3.0.0" }));
+    expect(err.code).toBe("failed_precondition");
+    expect(err.message).toContain(`job ${failed.id} (to v2.0.0) failed (ROLLBACK_FAILED)`);
+    expect(err.message).toContain(`processgit-updater watch ${failed.id}`);
+    expect(err.message).toContain(`processgit-updater acknowledge ${failed.id} --note`);
+    expect(err.message).toContain(`-d '{"id":"${failed.id}","note":"what you did"}'`);
+    expect(err.message).toContain("/processgit.updater.v1.UpdaterService/AcknowledgeFailure");
+    expect(err.message).toContain('Authorization: Bearer $TOKEN"');
+    expect(h.store.saved).toHaveLength(saves);
+    expect(h.runner.history()).toHaveLength(1);
+    expect(h.runner.blockingJob()?.id).toBe(failed.id);
+    expect(h.runner.state).toBe("idle");
+  });
+
+  it("still blocks after a restart, and until it is acknowledged", async () => {
+    const h = await harness();
+    const failed = await failedJob(h);
+    const next = await harness({ store: h.store });
+    expect((await updaterError(next.runner.start({ tag: "v3.0.0" }))).code).toBe("failed_precondition");
+    const acked = await next.runner.acknowledge(failed.id, {
+      by: "ops@example",
+      note: "restored volume by hand",
+    });
+    expect(acked.acknowledgement).toEqual({
+      at: acked.updatedAt,
+      by: "ops@example",
+      note: "restored volume by hand",
+    });
+    expect(next.runner.blockingJob()).toBeUndefined();
+    const job = await next.runner.start({ tag: "v3.0.0" });
+    expect((await finished(next.runner, job.id)).state).toBe("committed");
+  });
+
+  it("acknowledging records who, when and what durably, once: a second call changes nothing", async () => {
+    const h = await harness();
+    const failed = await failedJob(h);
+    const acked = await h.runner.acknowledge(failed.id, {
+      by: "  alice  ",
+      note: "ran the manual steps\n\tand checked the app",
+    });
+    expect(acked.state).toBe("failed");
+    expect(acked.revision).toBe(failed.revision + 1);
+    expect(acked.acknowledgement).toMatchObject({
+      by: "alice",
+      note: "ran the manual steps\n\tand checked the app",
+    });
+    expect(h.store.jobs.find((j) => j.id === failed.id)).toEqual(acked);
+    expect(h.runner.get(failed.id)).toEqual(acked);
+    const saves = h.store.saved.length;
+    const again = await h.runner.acknowledge(failed.id, { by: "bob", note: "something else" });
+    expect(again).toEqual(acked);
+    expect(h.store.saved).toHaveLength(saves);
+    // Concurrent acknowledgements of a fresh failure: one save, one acknowledgement.
+    h.engine.failOn("swap").failOn("rollback");
+    const second = await runJob(h);
+    expect(second.state).toBe("failed");
+    h.engine.failures.clear();
+    const before = h.store.saved.length;
+    const both = await Promise.all([
+      h.runner.acknowledge(second.id, { by: "one" }),
+      h.runner.acknowledge(second.id, { by: "two" }),
+    ]);
+    expect(both[0]).toEqual(both[1]);
+    expect(both[0].acknowledgement?.by).toBe("one");
+    expect(both[0].acknowledgement?.note).toBe("");
+    expect(h.store.saved).toHaveLength(before + 1);
+  });
+
+  it("refuses jobs that are not failed, unknown and malformed ids, and bad text", async () => {
+    const h = await harness();
+    const committed = await runJob(h);
+    h.engine.failOn("swap");
+    const rolledBack = await runJob(h);
+    h.engine.failures.clear();
+    h.engine.failOn("pull");
+    const aborted = await runJob(h);
+    h.engine.failures.clear();
+    for (const [job, why] of [
+      [committed, "it committed: nothing needs repairing"],
+      [rolledBack, "it was rolled back"],
+      [aborted, "it stopped before it changed anything"],
+    ] as const) {
+      const err = await updaterError(h.runner.acknowledge(job.id));
+      expect(err.code).toBe("failed_precondition");
+      expect(err.message).toContain(
+        `job ${job.id} is ${job.state}, not failed, so there is nothing to acknowledge`,
+      );
+      expect(err.message).toContain(why);
+    }
+    const gate = h.engine.gate("pull");
+    const active = await h.runner.start({ tag: "v3.0.0" });
+    await within(gate.reached, 2000, "pull");
+    const running = await updaterError(h.runner.acknowledge(active.id));
+    expect(running.code).toBe("failed_precondition");
+    expect(running.message).toContain("still running");
+    gate.open();
+    await finished(h.runner, active.id);
+
+    expect((await updaterError(h.runner.acknowledge(testId(99)))).code).toBe("not_found");
+    expect((await updaterError(h.runner.acknowledge(""))).code).toBe("invalid_argument");
+    expect((await updaterError(h.runner.acknowledge("nope"))).code).toBe("invalid_argument");
+
+    const failed = await failedJob(h);
+    const long = await updaterError(h.runner.acknowledge(failed.id, { note: "x".repeat(2001) }));
+    expect(long.code).toBe("invalid_argument");
+    expect(long.message).toContain("note is 2001 characters long; at most 2000");
+    const control = await updaterError(h.runner.acknowledge(failed.id, { by: "alice\nbob" }));
+    expect(control.code).toBe("invalid_argument");
+    expect(control.message).toContain("acknowledged_by holds a control character");
+    const ansi = await updaterError(h.runner.acknowledge(failed.id, { note: "ok\u001b[31m" }));
+    expect(ansi.code).toBe("invalid_argument");
+    expect(ansi.message).toContain("only line breaks and tabs");
+    expect(h.runner.get(failed.id).acknowledgement).toBeUndefined();
+    expect(h.runner.blockingJob()?.id).toBe(failed.id);
+  });
+
+  it("tells the engine which snapshots to keep: those of failed jobs not yet acknowledged", async () => {
+    // A state from before failures were sticky: a failed job and, after it, an interrupted one.
+    const clock = new ManualClock("2026-10-20T08:00:00.000Z");
+    let old = newJob({
+      id: "22222222-3333-4444-8555-666666666666",
+      tag: "v1.5.0",
+      allowDowngrade: false,
+      now: clock.now(),
+    });
+    for (const state of [
+      "snapshotting",
+      "pulling",
+      "verifying",
+      "migrating",
+      "rolling_back",
+      "failed",
+    ] as const) {
+      old = transition(old, state, clock.now());
+    }
+    const store = new MemoryJobStore([storedJob(["snapshotting", "pulling", "verifying", "migrating"]), old]);
+    const h = await harness({ store });
+    expect(h.runner.get(STORED_ID).state).toBe("rolled_back");
+    expect(h.engine.keptSnapshots).toEqual([["rollback", [old.id]]]);
+    expect(h.runner.blockingJob()?.id).toBe(old.id);
+    await h.runner.acknowledge(old.id, { note: "fixed long ago" });
+    await runJob(h);
+    expect(h.engine.keptSnapshots.slice(1).every(([, keep]) => keep.length === 0)).toBe(true);
+  });
+});
+
+describe("the record of what a rollback did to the data", () => {
+  const FACTS = {
+    "restore.needed": "true",
+    "restore.snapshot": "snap-0001",
+    "restore.pointAt": "2026-11-02T10:00:10.000Z",
+    "restore.discardedFrom": "2026-11-02T10:00:12.000Z",
+    "restore.discardedUntil": "2026-11-02T10:00:40.000Z",
+    "restore.done": "true",
+  };
+
+  it("a rolled-back job says which snapshot it restored and which window of writes it discarded", async () => {
+    const lines: string[] = [];
+    const h = await harness({ options: { log: createLogger("info", (line) => lines.push(line)) } });
+    h.engine.failOn("healthcheck", "unhealthy");
+    h.engine.restoreFacts = FACTS;
+    const end = await runJob(h);
+    expect(end.state).toBe("rolled_back");
+    expect(end.dataRestore).toEqual({
+      needed: true,
+      snapshot: "snap-0001",
+      pointAt: "2026-11-02T10:00:10.000Z",
+      discardedFrom: "2026-11-02T10:00:12.000Z",
+      discardedUntil: "2026-11-02T10:00:40.000Z",
+      done: true,
+    });
+    expect(h.store.jobs[0]?.dataRestore).toEqual(end.dataRestore);
+    const rolledBack = lines.map((l) => JSON.parse(l)).find((e) => e.msg === "job rolled back");
+    expect(rolledBack).toMatchObject({
+      data_restore_needed: true,
+      data_restored: true,
+      snapshot: "snap-0001",
+      data_as_of: "2026-11-02T10:00:10.000Z",
+      discarded_from: "2026-11-02T10:00:12.000Z",
+      discarded_until: "2026-11-02T10:00:40.000Z",
+    });
+  });
+
+  it("a failed rollback says the data is not back", async () => {
+    const h = await harness();
+    h.engine.failOn("swap").failOn("rollback", "tar failed");
+    h.engine.restoreFacts = { ...FACTS, "restore.done": "false" };
+    const end = await runJob(h);
+    expect(end.state).toBe("failed");
+    expect(end.dataRestore).toMatchObject({ needed: true, done: false, snapshot: "snap-0001" });
+  });
+
+  it("a rollback that did not need to touch the data says so; a job without restore facts has no record", async () => {
+    const h = await harness();
+    h.engine.failOn("migrate");
+    h.engine.restoreFacts = { "restore.needed": "false" };
+    const end = await runJob(h);
+    expect(end.dataRestore).toEqual({ needed: false, done: false });
+    h.engine.restoreFacts = {};
+    h.engine.failOn("swap");
+    expect((await runJob(h)).dataRestore).toBeUndefined();
   });
 });
