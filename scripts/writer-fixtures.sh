@@ -18,6 +18,10 @@ ctx="$root/test/fixtures/writer"
 base=node:24-bookworm-slim
 out="$dir/writer-fixtures.json"
 say() { printf 'writer-fixtures: %s\n' "$*" >&2; }
+mkdir -p "$dir"
+# One build at a time (test files calling this in parallel wait, then find it up to date).
+exec 9>"$dir/writer-fixtures.lock"
+flock 9
 
 base_id=$(docker image inspect -f '{{.Id}}' "$base" 2>/dev/null) ||
   { say "$base is not in the engine: run bash scripts/image.sh (or scripts/base-image.sh) first"; exit 1; }
@@ -81,7 +85,6 @@ while read -r set repository store dockerfile shell; do
   done <<< "$variants"
 done <<< "$sets"
 json+="}}"
-mkdir -p "$dir"
 echo "$json" > "$out.tmp" && mv "$out.tmp" "$out"
 say "built and pushed $(grep -o '"ref"' <<< "$json" | wc -l) images in $(($(date +%s) - start)) s"
 echo "$json"
