@@ -20,7 +20,7 @@ import { JobRunner } from "../src/orchestrator/runner.js";
 import { FileJobStore } from "../src/store/file-job-store.js";
 import { FakeVerifier, MemoryReleaseSource, manifestFor } from "../test/fakes/fake-release.js";
 import { buildFixtures, type Fixture, imageOf, startApp } from "../test/helpers/app-fixture.js";
-import { DockerJanitor, docker, requireEngine, runOnce } from "../test/helpers/docker.js";
+import { DockerJanitor, docker, HELPER_IMAGE, requireEngine, runOnce } from "../test/helpers/docker.js";
 
 const MB = Number(process.env.BENCH_MB ?? 200);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -88,6 +88,7 @@ async function main(): Promise<void> {
         verifier: new FakeVerifier(),
         engine: new DockerEngineApi({
           dockerHost: env.dockerHost,
+          helperImage: HELPER_IMAGE,
           appContainer: app.name,
           snapshotDir: join(work, `snapshots-${run}`),
           healthSoakMs: 200,

@@ -36,6 +36,7 @@ import { systemClock } from "../src/orchestrator/ports.js";
 import { JobRunner } from "../src/orchestrator/runner.js";
 import { FileJobStore } from "../src/store/file-job-store.js";
 import { FakeVerifier, MemoryReleaseSource, manifestFor } from "../test/fakes/fake-release.js";
+import { HELPER_IMAGE } from "../test/helpers/docker.js";
 import { run } from "../test/helpers/run.js";
 import { finished } from "../test/helpers/runner-harness.js";
 
@@ -456,6 +457,7 @@ async function updaterRun(b: Bench): Promise<UpdaterSample> {
   });
   const engine = new DockerEngineApi({
     dockerHost: b.dockerHost,
+    helperImage: HELPER_IMAGE,
     appContainer: app.name,
     snapshotDir: join(dir, "snapshots"),
     healthDeadlineMs: 15_000,

@@ -24,6 +24,8 @@ export interface Config {
   engine: {
     snapshotDir: string;
     snapshotKeep: number;
+    /** An image with node to run the snapshot helper in; default: the updater's own container's image. */
+    helperImage?: string;
     healthUrl?: string;
     healthDeadlineMs: number;
     healthSoakMs: number;
@@ -114,6 +116,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     100,
     problems,
   );
+  const helperImage = get("PROCESSGIT_UPDATER_HELPER_IMAGE");
+  if (helperImage !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._/:@-]*$/.test(helperImage)) {
+    problems.push(
+      `PROCESSGIT_UPDATER_HELPER_IMAGE must be an image reference (e.g. processgit-updater:1.2.0 or an image id), got ${JSON.stringify(helperImage.slice(0, 200))}`,
+    );
+  }
   const healthUrl = get("PROCESSGIT_UPDATER_HEALTH_URL");
   if (healthUrl !== undefined && !isHttpUrl(healthUrl)) {
     problems.push(`PROCESSGIT_UPDATER_HEALTH_URL must be an http(s) URL, got ${JSON.stringify(healthUrl)}`);
@@ -212,6 +220,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
   };
   if (healthUrl) config.engine.healthUrl = healthUrl;
+  if (helperImage) config.engine.helperImage = helperImage;
   if (composeEnvFile) config.engine.composeEnv = { file: composeEnvFile, variable: composeVariable };
   if (releasesDir) config.releasesDir = releasesDir;
   if (registry && registryUser && registryPassword) {
@@ -244,6 +253,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
     releaseSource: config.releasesDir ? `directory ${config.releasesDir}` : `GitHub ${config.github.repo}`,
     snapshotDir: config.engine.snapshotDir,
     snapshotKeep: config.engine.snapshotKeep,
+    helperImage: config.engine.helperImage ?? "the updater's own image",
     healthUrl: config.engine.healthUrl ?? "not set",
     healthDeadlineMs: config.engine.healthDeadlineMs,
     healthSoakMs: config.engine.healthSoakMs,

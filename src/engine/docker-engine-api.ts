@@ -7,37 +7,55 @@
  * `io.processgit.updater.job=<job id>` (and a role for one-shot helpers), so that recovery can ask
  * the engine what exists instead of trusting memory.
  *
- * The point of no return is the data: the migration only starts after a complete snapshot, and the
- * old container never starts again on data the migration may have changed without the snapshot
- * being restored first.
+ * The data (see src/snapshots/ and docs/operations.md, "The consistency point"):
+ * - the snapshot starts as a live bulk copy, before the pull; everything that does not touch the
+ *   app (pull, digest check, creating the new and migration containers, renames) happens while the
+ *   app still serves;
+ * - the consistency point is the instant the old version stops writing: it is stopped (in the swap,
+ *   or before a migration that asks for downtime) or frozen (before a migration that runs while
+ *   the app serves), and a final pass copies only what changed since the bulk copy;
+ * - no code of the new version (migration or container) runs before that snapshot is complete
+ *   and durable; once it ran, every rollback restores the snapshot before the old version starts.
  */
-import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, readdir, readFile, rm, statfs } from "node:fs/promises";
-import { dirname, join, posix } from "node:path";
-import { Transform } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { readFile, statfs } from "node:fs/promises";
 import { errorMessage, UpdaterError } from "../errors.js";
 import type { AppInfo, ContainerEngine, StepContext } from "../orchestrator/ports.js";
-import { writeFileAtomic } from "../store/atomic-write.js";
+import {
+  type DataMount,
+  LABEL_JOB,
+  LABEL_ROLE,
+  type PassAnswer,
+  type SnapshotSession,
+  SnapshotStore,
+} from "../snapshots/snapshot-store.js";
 import { cloneCreateBody, cloneNetworkConnects } from "./clone-spec.js";
 import { ComposeEnvFile } from "./compose-env.js";
-import { type ContainerInspect, DockerClient, type MountPoint, type RegistryAuth } from "./docker-client.js";
+import {
+  type ContainerInspect,
+  DockerClient,
+  type ImageInspect,
+  type MountPoint,
+  type RegistryAuth,
+} from "./docker-client.js";
 
-export const LABEL_JOB = "io.processgit.updater.job";
-export const LABEL_ROLE = "io.processgit.updater.role";
+export { LABEL_JOB, LABEL_ROLE };
+
 const VERSION_LABEL = "org.opencontainers.image.version";
-/** In a job's snapshot folder: `docker inspect` of the app container as it was before the swap. */
+/** In the job's folder of the snapshot store: `docker inspect` of the app container before the swap. */
 const PREVIOUS_CONTAINER_FILE = "previous-container.json";
+/** Room kept free beside a new snapshot, so that the job's state can always be written. */
+const DISK_HEADROOM = 64 * 1024 * 1024;
 
 export interface DockerEngineApiOptions {
   /** unix:///var/run/docker.sock or tcp://host:port / http://host:port. */
   dockerHost: string;
   appContainer: string;
-  /** Where snapshots are written: one folder per job. */
+  /** Where snapshots are written: one folder per snapshot (see src/snapshots/snapshot-store.ts). */
   snapshotDir: string;
-  /** How many snapshots to keep (the newest). */
+  /** How many updates' snapshots to keep (the newest). */
   snapshotKeep?: number;
+  /** An image with node to run the snapshot helper in; default: the updater's own image. */
+  helperImage?: string;
   /** Optional readiness URL that must answer 2xx for the health verdict. */
   healthUrl?: string;
   /** Longest wait for the new container to prove healthy. */
@@ -65,28 +83,15 @@ interface Settings {
   migrationTimeoutMs: number;
 }
 
-/** What a snapshot holds; written last, so a snapshot without it is incomplete. */
-interface SnapshotManifest {
-  job: string;
-  container: string;
-  createdAt: string;
-  mounts: Array<{
-    type: string;
-    name?: string;
-    source?: string;
-    destination: string;
-    file: string;
-    bytes: number;
-    sha256: string;
-  }>;
-}
-
 const MIGRATION_OUTPUT_LIMIT = 64 * 1024;
 
 export class DockerEngineApi implements ContainerEngine {
   readonly client: DockerClient;
+  readonly snapshots: SnapshotStore;
   private readonly settings: Settings;
   private readonly composeEnv: ComposeEnvFile | undefined;
+  /** Snapshot sessions of the active job (the helper waiting for its passes), by snapshot id. */
+  private readonly sessions = new Map<string, SnapshotSession>();
 
   constructor(private readonly opts: DockerEngineApiOptions) {
     this.client = new DockerClient({ dockerHost: opts.dockerHost, timeoutMs: opts.timeoutMs ?? 30_000 });
@@ -97,6 +102,11 @@ export class DockerEngineApi implements ContainerEngine {
       healthIntervalMs: opts.healthIntervalMs ?? 250,
       migrationTimeoutMs: opts.migrationTimeoutMs ?? 30 * 60_000,
     };
+    this.snapshots = new SnapshotStore({
+      client: this.client,
+      dir: opts.snapshotDir,
+      ...(opts.helperImage ? { helperImage: opts.helperImage } : {}),
+    });
     this.composeEnv = opts.composeEnv && new ComposeEnvFile(opts.composeEnv.file, opts.composeEnv.variable);
   }
 
@@ -134,6 +144,13 @@ export class DockerEngineApi implements ContainerEngine {
         },
       );
     }
+    if (app.HostConfig.AutoRemove === true) {
+      throw new UpdaterError(
+        "failed_precondition",
+        `the app container ${this.opts.appContainer} was started with --rm: the engine deletes it when it stops, so it could not be kept for a rollback; re-create it without --rm`,
+        { reason: "PREFLIGHT_FAILED" },
+      );
+    }
     ctx.output(`app container ${this.opts.appContainer} (${short(app.Id)}) runs ${app.Config.Image}\n`);
     const composeProject = app.Config.Labels?.["com.docker.compose.project"];
     await ctx.journal("pre-flight done", {
@@ -143,30 +160,40 @@ export class DockerEngineApi implements ContainerEngine {
       ...(composeProject ? { "app.composeProject": composeProject } : {}),
     });
 
-    const mounts = dataMounts(app);
-    const sizes = await this.volumeSizes(ctx.signal);
-    let needed = 0;
-    for (const m of mounts) {
-      const size = m.Name ? sizes.get(m.Name) : undefined;
-      if (size !== undefined && size >= 0) needed += size;
+    for (const m of app.Mounts ?? []) {
+      const data = isDataMount(m);
       ctx.output(
-        `data mount ${m.Destination} (${m.Type}${m.Name ? ` ${m.Name}` : ""}): ${size !== undefined && size >= 0 ? formatBytes(size) : "size unknown"}\n`,
+        `mount ${m.Destination} (${m.Type}${m.Name ? ` ${m.Name}` : m.Source ? ` ${m.Source}` : ""}${m.RW === false ? ", read-only" : ""}): ${data ? "app data, in the snapshot" : "not app data, left alone"}\n`,
       );
     }
-    await mkdir(this.opts.snapshotDir, { recursive: true, mode: 0o700 });
+    const mounts = dataMountsOf(app);
+    // What the new snapshot adds: files that differ from the newest snapshot (the rest is shared).
+    const estimate = await this.snapshots
+      .estimate({ jobId: ctx.job.id, mounts, signal: ctx.signal })
+      .catch((err: unknown) => {
+        throw new UpdaterError(
+          "failed_precondition",
+          `cannot look at the app's data for the snapshot: ${errorMessage(err)}`,
+          {
+            cause: err,
+            reason: "PREFLIGHT_FAILED",
+          },
+        );
+      });
     const fs = await statfs(this.opts.snapshotDir);
     const free = Number(fs.bavail) * Number(fs.bsize);
-    const margin = 64 * 1024 * 1024;
     ctx.output(
-      `snapshot space: need about ${formatBytes(needed)}, ${formatBytes(free)} free in ${this.opts.snapshotDir}\n`,
+      `snapshot space: the data holds ${formatBytes(estimate.bytes)} in ${estimate.files} files; the new snapshot adds about ${formatBytes(estimate.newBytes)}${estimate.base ? ` (the rest is shared with snapshot ${estimate.base})` : ""}; ${formatBytes(free)} free in ${this.opts.snapshotDir}\n`,
     );
     await this.checkEngineDisk(ctx, app);
     await this.checkReadinessUrl(ctx);
     await this.checkComposeEnv(ctx, app);
-    if (needed + margin > free) {
+    // Headroom stays free, so that the job's state can always be written, also mid-rollback.
+    const needed = estimate.newBytes + Math.round(estimate.newBytes * 0.05) + DISK_HEADROOM;
+    if (needed > free) {
       throw new UpdaterError(
         "failed_precondition",
-        `not enough disk for the snapshot: about ${formatBytes(needed)} needed plus ${formatBytes(margin)} margin, ${formatBytes(free)} free in ${this.opts.snapshotDir}`,
+        `not enough disk for the snapshot: about ${formatBytes(estimate.newBytes)} to copy plus ${formatBytes(needed - estimate.newBytes)} headroom, ${formatBytes(free)} free in ${this.opts.snapshotDir}; free some space or keep fewer snapshots (PROCESSGIT_UPDATER_SNAPSHOT_KEEP)`,
         {
           reason: "PREFLIGHT_FAILED",
         },
@@ -248,54 +275,94 @@ export class DockerEngineApi implements ContainerEngine {
     }
   }
 
-  // ---- snapshot ----
+  // ---- snapshot: the live bulk copy ----
 
+  /**
+   * Starts the snapshot of the app's data: a helper container copies it while the app serves and
+   * then waits, so that the freeze later copies only what changed. Nothing of the app changes.
+   */
   async snapshot(ctx: StepContext): Promise<void> {
     const app = await this.app(ctx.signal);
-    const dir = this.snapshotPath(ctx.job.id);
-    await ctx.journal("write snapshot", { "snapshot.dir": dir });
-    await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const manifest: SnapshotManifest = {
-      job: ctx.job.id,
+    const mounts = dataMountsOf(app);
+    const id = ctx.job.id;
+    await ctx.journal("start the snapshot: a live bulk copy while the app serves", {
+      "snapshot.partial": id,
+      "snapshot.dir": this.opts.snapshotDir,
+      "snapshot.mounts": JSON.stringify(mounts),
+    });
+    const session = await this.snapshots.open({
+      jobId: ctx.job.id,
+      id,
       container: app.Id,
-      createdAt: new Date().toISOString(),
-      mounts: [],
-    };
-    let index = 0;
-    for (const m of dataMounts(app)) {
-      const file = `mount-${index++}.tar`;
-      const hash = createHash("sha256");
-      let bytes = 0;
-      const counter = new Transform({
-        transform(chunk: Buffer, _enc, done) {
-          hash.update(chunk);
-          bytes += chunk.length;
-          done(null, chunk);
-        },
-      });
-      const began = Date.now();
-      const tar = await this.client.archiveGet(app.Id, m.Destination, ctx.signal);
-      await pipeline(tar, counter, createWriteStream(join(dir, file), { mode: 0o600 }), {
+      mounts,
+      signal: ctx.signal,
+    });
+    this.sessions.set(id, session);
+    ctx.output(
+      `bulk copy of ${mounts.map((m) => m.destination).join(", ") || "(no data mounts)"} while the app serves: ${describePass(session.bulk)}${session.base ? `; unchanged files shared with snapshot ${session.base}` : ""}\n`,
+    );
+  }
+
+  /**
+   * The consistency point: a catch-up pass while the app still serves, then the app stops writing
+   * (stopped, or frozen with the cgroup freezer), then the final pass copies what changed and the
+   * snapshot is made durable. Resolves with the app still stopped (or frozen: `thaw` unfreezes it).
+   */
+  private async freezeAndSnapshot(
+    ctx: StepContext,
+    app: ContainerInspect,
+    how: "stop" | "freeze",
+    extraFacts: () => Record<string, string> = () => ({}),
+  ): Promise<void> {
+    const session = await this.sessionFor(ctx, app);
+    const catchup = await session.catchup(ctx.signal);
+    ctx.output(`catch-up pass while the app serves: ${describePass(catchup)}\n`);
+    const frozenAt = Date.now();
+    if (how === "stop") {
+      await ctx.journal("stop the old container: the consistency point", { "app.stopped": "true" });
+      await this.stop(app.Id, app, ctx.signal);
+    } else {
+      await ctx.journal("freeze the app: the consistency point", { "app.paused": "true" });
+      await this.client.json("POST", `/containers/${encodeURIComponent(app.Id)}/pause`, {
         signal: ctx.signal,
       });
-      const entry: SnapshotManifest["mounts"][number] = {
-        type: m.Type ?? "volume",
-        destination: m.Destination,
-        file,
-        bytes,
-        sha256: hash.digest("hex"),
-      };
-      if (m.Name) entry.name = m.Name;
-      if (m.Source) entry.source = m.Source;
-      manifest.mounts.push(entry);
-      ctx.output(
-        `archived ${m.Destination} (${entry.type}${m.Name ? ` ${m.Name}` : ""}): ${formatBytes(bytes)} in ${Date.now() - began} ms, sha256 ${entry.sha256.slice(0, 16)}\n`,
-      );
     }
-    await writeFileAtomic(join(dir, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
-    await ctx.journal("snapshot complete", { "snapshot.complete": "true" });
-    await this.pruneSnapshots(ctx.job.id);
+    const pointAt = new Date();
+    const final = await session.final(pointAt, ctx.signal);
+    this.sessions.delete(session.id);
+    await ctx.journal("snapshot complete", {
+      "snapshot.complete": "true",
+      "snapshot.id": session.id,
+      "snapshot.pointAt": pointAt.toISOString(),
+      ...extraFacts(),
+    });
+    ctx.output(
+      `snapshot ${session.id} complete at the consistency point ${pointAt.toISOString()}: final pass ${describePass(final)}, durable in ${final.durableMs ?? 0} ms; the app has been ${how === "stop" ? "stopped" : "frozen"} for ${Date.now() - frozenAt} ms\n`,
+    );
+  }
+
+  /** The job's open snapshot session, or a new one (the second point of an online migration). */
+  private async sessionFor(ctx: StepContext, app: ContainerInspect): Promise<SnapshotSession> {
+    const open = [...this.sessions.values()].find((s) => s.id.startsWith(ctx.job.id));
+    if (open) return open;
+    const facts = ctx.job.journal.facts;
+    if (facts["snapshot.complete"] !== "true" && facts["snapshot.partial"] !== ctx.job.id) {
+      throw new UpdaterError("internal", "no snapshot session for this job", { reason: "SNAPSHOT_MISSING" });
+    }
+    const id = facts["snapshot.complete"] === "true" ? `${ctx.job.id}.2` : ctx.job.id;
+    await ctx.journal("start the snapshot: a live bulk copy while the app serves", {
+      "snapshot.partial": id,
+    });
+    const session = await this.snapshots.open({
+      jobId: ctx.job.id,
+      id,
+      container: app.Id,
+      mounts: dataMountsOf(app),
+      signal: ctx.signal,
+    });
+    this.sessions.set(id, session);
+    ctx.output(`bulk copy for snapshot ${id}: ${describePass(session.bulk)}\n`);
+    return session;
   }
 
   // ---- pull and verify ----
@@ -340,12 +407,8 @@ export class DockerEngineApi implements ContainerEngine {
       ctx.output("this release has no migration\n");
       return false;
     }
-    if (ctx.job.journal.facts["snapshot.complete"] !== "true") {
-      throw new UpdaterError("internal", "refusing to migrate without a complete snapshot", {
-        reason: "SNAPSHOT_MISSING",
-      });
-    }
-    const app = await this.app(ctx.signal);
+    const facts = ctx.job.journal.facts;
+    const app = await this.client.inspectContainer(facts["app.id"] ?? this.opts.appContainer, ctx.signal);
     const ref = digestRef(ctx);
     // The app's own settings without what merely came from the old image: the migration runs
     // with the new image's defaults and the operator's environment, like the new container will.
@@ -356,16 +419,6 @@ export class DockerEngineApi implements ContainerEngine {
     const env = cloneCreateBody(app, oldImage, newImage, ref).Env ?? [];
     const name = `${this.opts.appContainer}-pgu-migrate-${short(ctx.job.id)}`;
     await this.removeIfOurs(name, ctx.job.id, ctx.signal);
-    if (ctx.manifest.migration.downtime) {
-      await ctx.journal("stop the app for the migration", {
-        "migration.started": "true",
-        "app.stopped": "true",
-      });
-      await this.stop(app.Id, app, ctx.signal);
-      ctx.output(`stopped ${this.opts.appContainer} for the migration (the release asks for downtime)\n`);
-    } else {
-      await ctx.journal("run the migration", { "migration.started": "true" });
-    }
     const body = {
       Image: ref,
       Entrypoint: command,
@@ -379,8 +432,30 @@ export class DockerEngineApi implements ContainerEngine {
         Init: true,
       },
     };
+    // Everything that does not touch the app is ready before it stops writing.
+    await ctx.journal("create the migration container", {});
     const id = await this.client.createContainer(name, body, ctx.signal);
     await ctx.journal("migration container created", { "migration.id": id });
+    const downtime = ctx.manifest.migration.downtime;
+    if (downtime) {
+      // The app stays stopped from the migration to the swap: the new container and the renames
+      // are ready before the stop, and the snapshot's point is the stop.
+      await this.prepareSwap(ctx, app);
+      await this.freezeAndSnapshot(ctx, app, "stop");
+      ctx.output(`stopped ${this.opts.appContainer} for the migration (the release asks for downtime)\n`);
+    } else {
+      // An online migration: the app is frozen for the final pass only, then serves on.
+      await this.freezeAndSnapshot(ctx, app, "freeze");
+      await ctx.journal("thaw the app", { "app.paused": "false" });
+      await this.client.json("POST", `/containers/${encodeURIComponent(app.Id)}/unpause`, {
+        signal: ctx.signal,
+      });
+    }
+    await ctx.journal("run the migration", {
+      "migration.started": "true",
+      "newCode.startedAt": new Date().toISOString(),
+      "migration.online": downtime ? "false" : "true",
+    });
     ctx.output(`running ${JSON.stringify(command)} in ${name}\n`);
     await this.client.startContainer(id, ctx.signal);
     let code: number;
@@ -415,10 +490,20 @@ export class DockerEngineApi implements ContainerEngine {
 
   // ---- swap ----
 
-  async swap(ctx: StepContext): Promise<void> {
+  /**
+   * Creates the new container (a faithful copy of the app's configuration on the new image) under
+   * a temporary name, parks the old container's restart policy (so that the engine cannot start it
+   * behind the updater's back while it is kept), and renames both: all while the app serves.
+   */
+  private async prepareSwap(
+    ctx: StepContext,
+    old: ContainerInspect,
+  ): Promise<{ newId: string; oldName: string }> {
     const name = this.opts.appContainer;
     const facts = ctx.job.journal.facts;
-    const old = await this.client.inspectContainer(facts["app.id"] ?? name, ctx.signal);
+    if (facts["swap.prepared"] === "true" && facts["new.id"] && facts["old.renamedTo"]) {
+      return { newId: facts["new.id"], oldName: facts["old.renamedTo"] };
+    }
     const oldImage = await this.client.inspectImage(old.Image, ctx.signal);
     const ref = digestRef(ctx);
     const newImage = await this.client.inspectImage(ref, ctx.signal);
@@ -426,20 +511,23 @@ export class DockerEngineApi implements ContainerEngine {
     const oldName = `${name}-pgu-old-${short(ctx.job.id)}`;
     const body = cloneCreateBody(old, oldImage, newImage, ref, { labels: { [LABEL_JOB]: ctx.job.id } });
 
-    // The previous container's configuration, kept with the snapshot: if that container is gone by
-    // the time a rollback needs it (`docker compose up -d` removes it as a surplus container of the
-    // service, or a person does), the rollback re-creates it from this.
-    const saved = join(facts["snapshot.dir"] ?? this.snapshotPath(ctx.job.id), PREVIOUS_CONTAINER_FILE);
-    await mkdir(dirname(saved), { recursive: true, mode: 0o700 });
-    await writeFileAtomic(saved, `${JSON.stringify(old, null, 1)}\n`);
+    // The previous container's configuration, kept in the job's folder: if that container is gone
+    // by the time a rollback needs it (`docker compose up -d` removes it as a surplus container of
+    // the service, or a person does), the rollback re-creates it from this.
+    const saved = await this.snapshots.saveJobFile(
+      ctx.job.id,
+      PREVIOUS_CONTAINER_FILE,
+      `${JSON.stringify(old, null, 1)}\n`,
+    );
+    const policy = old.HostConfig.RestartPolicy ?? {};
     await ctx.journal("create the new container", {
       "previous.saved": saved,
+      "previous.restartPolicy": JSON.stringify(policy),
       "swap.started": "true",
       "new.tempName": tempName,
       "old.renamedTo": oldName,
     });
     await this.removeIfOurs(tempName, ctx.job.id, ctx.signal);
-    const started = Date.now();
     const id = await this.client.createContainer(tempName, body, ctx.signal);
     await ctx.journal("new container created", { "new.id": id });
     for (const connect of cloneNetworkConnects(old)) {
@@ -449,20 +537,40 @@ export class DockerEngineApi implements ContainerEngine {
       });
     }
     ctx.output(`created ${tempName} (${short(id)}) from ${ref} as a copy of ${name}'s configuration\n`);
-
-    // Renames first (cheap, allowed on running containers), then the only gap: stop old, start new.
+    if (policy.Name && policy.Name !== "no") {
+      await ctx.journal("park the previous container's restart policy", { "previous.policyParked": "true" });
+      await this.setRestartPolicy(old.Id, { Name: "no" }, ctx.signal);
+      ctx.output(`parked ${name}'s restart policy (${policy.Name}) while it is kept for a rollback\n`);
+    }
+    // Renames (cheap, allowed on running containers) before the stop: the gap is stop + start.
     await ctx.journal("rename the old container", {});
     await this.rename(old.Id, oldName, ctx.signal);
     await ctx.journal("rename the new container", {});
     await this.rename(id, name, ctx.signal);
+    await ctx.journal("new container ready", { "swap.prepared": "true" });
+    return { newId: id, oldName };
+  }
+
+  async swap(ctx: StepContext): Promise<void> {
+    const name = this.opts.appContainer;
+    const facts = ctx.job.journal.facts;
+    const old = await this.client.inspectContainer(facts["app.id"] ?? name, ctx.signal);
+    const started = Date.now();
+    const { newId, oldName } = await this.prepareSwap(ctx, old);
     const gapStart = Date.now();
-    await ctx.journal("stop the old container", {});
-    await this.stop(old.Id, old, ctx.signal);
-    await ctx.journal("start the new container", {});
-    await this.client.startContainer(id, ctx.signal);
+    // Stopped for a migration with downtime: the snapshot is complete already. Otherwise the stop
+    // here is the consistency point (after an online migration, a second snapshot on the first).
+    const stoppedAlready = facts["app.stopped"] === "true" && facts["migration.online"] !== "true";
+    const started_ = () => ({
+      "new.started": "true",
+      "newCode.startedAt": facts["newCode.startedAt"] || new Date().toISOString(),
+    });
+    if (stoppedAlready) await ctx.journal("start the new container", started_());
+    else await this.freezeAndSnapshot(ctx, old, "stop", started_);
+    await this.client.startContainer(newId, ctx.signal);
     const now = Date.now();
     ctx.output(
-      `swapped: old container kept stopped as ${oldName}; new container started as ${name} (stop+start ${now - gapStart} ms, whole swap ${now - started} ms)\n`,
+      `swapped: old container kept stopped as ${oldName}; new container started as ${name} (${stoppedAlready ? "the app was stopped for the migration" : `stop, final pass and start: ${now - gapStart} ms`}; whole swap ${now - started} ms)\n`,
     );
   }
 
@@ -472,6 +580,8 @@ export class DockerEngineApi implements ContainerEngine {
     const id = ctx.job.journal.facts["new.id"] ?? this.opts.appContainer;
     await this.verdict(id, ctx, "the new container");
     await this.recordInComposeEnv(ctx);
+    // The point of commitment: from here a restart rolls forward, never back.
+    await ctx.journal("verdict passed", { "verdict.passed": "true" });
   }
 
   /**
@@ -508,23 +618,29 @@ export class DockerEngineApi implements ContainerEngine {
     );
   }
 
-  // ---- commit ----
+  // ---- commit: cleanup after the point of commitment ----
 
+  /**
+   * Cleanup once the job is committed: the previous container (and image, when configured) and
+   * snapshots beyond the retention. Best effort: the update stands whatever happens here.
+   */
   async commit(ctx: StepContext): Promise<void> {
     const facts = ctx.job.journal.facts;
     const oldId = facts["app.id"];
-    if (!oldId) return;
-    await ctx.journal("remove the previous container", {});
-    await this.client.removeContainer(oldId, { force: true }).catch((err: unknown) => {
-      if (!(err instanceof UpdaterError && err.code === "not_found")) throw err;
-    });
-    ctx.output(`removed the previous container ${short(oldId)}\n`);
+    if (oldId) {
+      await ctx.journal("remove the previous container", {});
+      await this.client.removeContainer(oldId, { force: true }).catch((err: unknown) => {
+        if (!(err instanceof UpdaterError && err.code === "not_found")) throw err;
+      });
+      ctx.output(`removed the previous container ${short(oldId)}\n`);
+    }
     if (this.opts.removeOldImage && facts["app.image"]) {
       await this.client
         .json("DELETE", `/images/${encodeURIComponent(facts["app.image"])}`, { signal: ctx.signal })
         .then(() => ctx.output(`removed the previous image ${short(facts["app.image"] ?? "")}\n`))
         .catch((err: unknown) => ctx.output(`kept the previous image: ${errorMessage(err)}\n`));
     }
+    await this.pruneSnapshots(ctx);
   }
 
   // ---- rollback ----
@@ -540,21 +656,42 @@ export class DockerEngineApi implements ContainerEngine {
     try {
       // 0. Compose resolves the service to the previous image again.
       await this.restoreComposeEnv(ctx);
-      // 1. The new container (and a migration container left by a crash) goes.
+      // 1. The previous container exists, or can be re-created: checked before anything is removed.
+      let old = await this.findPrevious(ctx, oldId);
+      // 2. The new version's code stops: the new container, a migration container, and any
+      //    snapshot helper of this job go.
+      const discardedUntil = facts["restore.discardedUntil"] ?? "";
       await ctx.journal("remove the new container", { "rollback.started": "true" });
+      for (const session of this.sessions.values()) await session.close();
+      this.sessions.clear();
       for (const c of await this.ours(ctx.job.id, ctx.signal)) {
-        if (c.Id === oldId) continue;
+        if (c.Id === oldId || c.Id === facts["previous.recreated"]) continue;
         await this.client.removeContainer(c.Id, { force: true }).catch(() => {});
         ctx.output(`removed ${c.Names?.[0]?.replace(/^\//, "") ?? short(c.Id)}\n`);
       }
-      const old = await this.previousContainer(ctx, oldId);
-      // 2. The data comes back before the old container may start on it.
-      if (facts["migration.started"] === "true") {
-        await this.stop(old.Id, old, ctx.signal);
-        await ctx.journal("restore the snapshot", {});
-        await this.restore(ctx, old);
+      const stoppedAt = discardedUntil || new Date().toISOString();
+      // 3. Re-created from its saved configuration when it was gone.
+      if (!("Id" in old)) old = await this.recreatePrevious(ctx, oldId, old);
+      // 4. A frozen app thaws (stopped right after when its data must come back).
+      if (facts["app.paused"] === "true" && old.State?.Paused === true) {
+        await this.client
+          .json("POST", `/containers/${encodeURIComponent(old.Id)}/unpause`, { signal: ctx.signal })
+          .catch(() => {});
       }
-      // 3. The old container takes its name back and starts.
+      // 5. The data comes back whenever the new version's code may have touched it.
+      const touched = facts["migration.started"] === "true" || facts["new.started"] === "true";
+      if (touched) await this.restoreData(ctx, old, stoppedAt);
+      else {
+        await ctx.journal("the data was not touched by the new version: nothing to restore", {
+          "restore.needed": "false",
+        });
+        ctx.output("the new version never ran: the data is as the previous version left it\n");
+      }
+      // 6. The restart policy, the name, and the previous container runs again.
+      if (facts["previous.policyParked"] === "true" && facts["previous.restartPolicy"]) {
+        await ctx.journal("put the previous container's restart policy back", {});
+        await this.setRestartPolicy(old.Id, JSON.parse(facts["previous.restartPolicy"]), ctx.signal);
+      }
       if (old.Name.replace(/^\//, "") !== name) {
         await ctx.journal("rename the previous container back", {});
         await this.rename(old.Id, name, ctx.signal);
@@ -566,6 +703,9 @@ export class DockerEngineApi implements ContainerEngine {
         soakMs: Math.min(this.settings.healthSoakMs, 2000),
         useUrl: true,
       });
+      await this.pruneSnapshots(ctx).catch((err: unknown) =>
+        ctx.output(`snapshot cleanup after the rollback failed (harmless): ${errorMessage(err)}\n`),
+      );
     } catch (err) {
       if (err instanceof UpdaterError && err.manualSteps) throw err;
       throw new UpdaterError(err instanceof UpdaterError ? err.code : "internal", errorMessage(err), {
@@ -575,12 +715,66 @@ export class DockerEngineApi implements ContainerEngine {
     }
   }
 
+  /** Stops the previous container if it runs, then makes its data mounts equal to the snapshot. */
+  private async restoreData(ctx: StepContext, old: ContainerInspect, stoppedAt: string): Promise<void> {
+    const facts = ctx.job.journal.facts;
+    const id = facts["snapshot.id"];
+    if (facts["snapshot.complete"] !== "true" || !id) {
+      throw new UpdaterError(
+        "failed_precondition",
+        "the new version ran but the journal names no complete snapshot to restore",
+      );
+    }
+    const manifest = await this.snapshots.manifest(id).catch((err: unknown) => {
+      throw new UpdaterError(
+        "failed_precondition",
+        `the snapshot ${id} cannot be read: ${errorMessage(err)}`,
+      );
+    });
+    const pointAt = facts["snapshot.pointAt"] ?? manifest.pointAt;
+    // After an online migration failed, the previous version kept serving after the point.
+    const from =
+      facts["migration.online"] === "true" && facts["new.started"] !== "true"
+        ? pointAt
+        : (facts["newCode.startedAt"] ?? pointAt);
+    const current = await this.client.inspectContainer(old.Id, ctx.signal);
+    if (current.State?.Running === true) {
+      await ctx.journal("stop the previous container to restore its data", {});
+      await this.stop(old.Id, current, ctx.signal);
+    }
+    await ctx.journal("restore the snapshot", {
+      "restore.needed": "true",
+      "restore.snapshot": id,
+      "restore.pointAt": pointAt,
+      "restore.discardedFrom": from,
+      "restore.discardedUntil": stoppedAt,
+    });
+    const result = await this.snapshots.restore({
+      jobId: ctx.job.id,
+      id,
+      mounts: manifest.mounts,
+      signal: ctx.signal,
+    });
+    await ctx.journal("data restored", { "restore.done": "true" });
+    for (const m of result.stats) {
+      const mount = manifest.mounts.find((x) => x.index === m.index);
+      ctx.output(
+        `restored ${mount?.destination ?? `mount ${m.index}`} (${mount?.name ?? mount?.source ?? ""}) to snapshot ${id}: ${m.entries} entries checked equal; ${m.stats.filesCopied + m.stats.filesPatched} files rewritten (${formatBytes(m.stats.bytesWritten)} written), ${m.stats.removed} removed, ${m.stats.filesSkipped} untouched since the snapshot\n`,
+      );
+    }
+    ctx.output(
+      `data restored in ${result.ms} ms to the consistency point ${pointAt}; discarded: whatever was written between ${from} and ${stoppedAt}\n`,
+    );
+  }
+
   /**
-   * The previous container, or, when it is gone, the same container re-created from the
-   * configuration saved at the swap (under the app's name, from the previous image, on the same
-   * volumes, which the restore below then brings back to the snapshot). Idempotent across restarts.
+   * The previous container, or, when it is gone, what re-creating it needs (its saved
+   * configuration and its image), checked before anything is removed.
    */
-  private async previousContainer(ctx: StepContext, oldId: string): Promise<ContainerInspect> {
+  private async findPrevious(
+    ctx: StepContext,
+    oldId: string,
+  ): Promise<ContainerInspect | { saved: ContainerInspect; image: ImageInspect }> {
     const f = ctx.job.journal.facts;
     for (const id of [oldId, f["previous.recreated"]]) {
       if (!id) continue;
@@ -604,6 +798,17 @@ export class DockerEngineApi implements ContainerEngine {
         `the previous container ${short(oldId)} is gone, and so is its image ${short(saved.Image)}: ${errorMessage(err)}`,
       );
     });
+    return { saved, image };
+  }
+
+  /** Re-creates the previous container from the configuration saved at the swap, under the app's name. */
+  private async recreatePrevious(
+    ctx: StepContext,
+    oldId: string,
+    gone: { saved: ContainerInspect; image: ImageInspect },
+  ): Promise<ContainerInspect> {
+    const { saved, image } = gone;
+    const path = ctx.job.journal.facts["previous.saved"];
     // Its own image reference when that still names the same image, else the image's id.
     const refs = [saved.Config.Image, saved.Image].filter((r): r is string => typeof r === "string");
     let body: ReturnType<typeof cloneCreateBody> | undefined;
@@ -632,12 +837,14 @@ export class DockerEngineApi implements ContainerEngine {
   }
 
   async discard(ctx: StepContext): Promise<void> {
+    for (const session of this.sessions.values()) await session.close();
+    this.sessions.clear();
     for (const c of await this.ours(ctx.job.id, ctx.signal).catch(() => [])) {
       if (c.Labels?.[LABEL_ROLE]) await this.client.removeContainer(c.Id, { force: true }).catch(() => {});
     }
-    if (ctx.job.journal.facts["snapshot.complete"] !== "true") {
-      await rm(this.snapshotPath(ctx.job.id), { recursive: true, force: true });
-    }
+    // Nothing changed: the job's partial snapshot (written before the app was touched) goes.
+    const partials = (await this.snapshots.partials()).filter((id) => id.startsWith(ctx.job.id));
+    await this.snapshots.remove(partials, ctx.job.id).catch(() => {});
   }
 
   // ---- helpers ----
@@ -650,71 +857,6 @@ export class DockerEngineApi implements ContainerEngine {
         "PREFLIGHT_FAILED",
       );
     });
-  }
-
-  private snapshotPath(jobId: string): string {
-    return join(this.opts.snapshotDir, jobId);
-  }
-
-  private async restore(ctx: StepContext, old: ContainerInspect): Promise<void> {
-    const dir = ctx.job.journal.facts["snapshot.dir"] ?? this.snapshotPath(ctx.job.id);
-    const manifest = JSON.parse(await readFile(join(dir, "manifest.json"), "utf8")) as SnapshotManifest;
-    for (const m of manifest.mounts) {
-      const helperName = `${this.opts.appContainer}-pgu-restore-${short(ctx.job.id)}`;
-      await this.removeIfOurs(helperName, ctx.job.id, ctx.signal);
-      const mount =
-        m.type === "volume"
-          ? { Type: "volume", Source: m.name, Target: m.destination }
-          : { Type: "bind", Source: m.source, Target: m.destination };
-      const helper = await this.client.createContainer(
-        helperName,
-        {
-          Image: old.Image,
-          Entrypoint: [
-            "/bin/sh",
-            "-c",
-            'cd "$1" && rm -rf -- ./* ./.[!.]* ./..?* ; ls -A "$1" | wc -l',
-            "sh",
-            m.destination,
-          ],
-          Cmd: [],
-          Labels: { [LABEL_JOB]: ctx.job.id, [LABEL_ROLE]: "restore" },
-          HostConfig: { NetworkMode: "none", Mounts: [mount] },
-        },
-        ctx.signal,
-      );
-      const began = Date.now();
-      try {
-        await this.client.startContainer(helper, ctx.signal);
-        const code = await this.client.wait(helper, ctx.signal, { timeoutMs: 10 * 60_000 });
-        if (code !== 0) {
-          const logs = await this.client.logs(helper, { maxBytes: 4096 }).catch(() => undefined);
-          throw new UpdaterError(
-            "failed_precondition",
-            `could not empty ${m.destination} before restoring it (exit ${code}): ${logs?.output.trim() ?? ""}`,
-          );
-        }
-        const hash = createHash("sha256");
-        const file = join(dir, m.file);
-        for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-        if (hash.digest("hex") !== m.sha256)
-          throw new UpdaterError(
-            "failed_precondition",
-            `the snapshot file ${file} is damaged (sha256 mismatch)`,
-          );
-        await this.client.archivePut(
-          helper,
-          posix.dirname(m.destination),
-          createReadStream(file),
-          ctx.signal,
-        );
-        ctx.output(
-          `restored ${m.destination} (${m.name ?? m.source ?? m.type}) from the snapshot (${formatBytes(m.bytes)}) in ${Date.now() - began} ms\n`,
-        );
-      } finally {
-        await this.client.removeContainer(helper, { force: true }).catch(() => {});
-      }
-    }
   }
 
   /**
@@ -834,40 +976,42 @@ export class DockerEngineApi implements ContainerEngine {
     });
   }
 
-  private async volumeSizes(signal: AbortSignal): Promise<Map<string, number>> {
-    const sizes = new Map<string, number>();
-    const df = await this.client
-      .json<{ Volumes?: Array<{ Name: string; UsageData?: { Size?: number } }> | null }>(
-        "GET",
-        "/system/df",
-        { signal, timeoutMs: 60_000 },
-      )
-      .catch(() => ({ Volumes: [] }));
-    for (const v of df.Volumes ?? []) sizes.set(v.Name, v.UsageData?.Size ?? -1);
-    return sizes;
-  }
-
   private authFor(registry: string): RegistryAuth | undefined {
     const auth = this.opts.registryAuth;
     if (!auth || auth.registry !== registry) return undefined;
     return { username: auth.username, password: auth.password, serveraddress: auth.registry };
   }
 
-  private async pruneSnapshots(keepJob: string): Promise<void> {
-    const entries = await readdir(this.opts.snapshotDir, { withFileTypes: true }).catch(() => []);
-    const complete: Array<{ dir: string; at: string }> = [];
-    for (const e of entries) {
-      if (!e.isDirectory()) continue;
-      const dir = join(this.opts.snapshotDir, e.name);
-      const m = await readFile(join(dir, "manifest.json"), "utf8")
-        .then((t) => JSON.parse(t) as SnapshotManifest)
-        .catch(() => undefined);
-      if (m) complete.push({ dir, at: m.createdAt });
-    }
-    complete.sort((a, b) => (a.at < b.at ? 1 : -1));
-    for (const old of complete.slice(this.settings.snapshotKeep)) {
-      if (!old.dir.endsWith(keepJob)) await rm(old.dir, { recursive: true, force: true });
-    }
+  private async setRestartPolicy(
+    id: string,
+    policy: { Name?: string; MaximumRetryCount?: number },
+    signal: AbortSignal,
+  ): Promise<void> {
+    await this.client.json("POST", `/containers/${encodeURIComponent(id)}/update`, {
+      body: { RestartPolicy: policy },
+      signal,
+    });
+  }
+
+  /**
+   * Keeps the snapshots of the newest `snapshotKeep` updates, of this job, and of every job a
+   * human must still look at (unacknowledged failures); removes the rest and partial snapshots of
+   * jobs that are over.
+   */
+  private async pruneSnapshots(ctx: StepContext): Promise<void> {
+    const protect = new Set<string>([
+      ctx.job.id,
+      ...((ctx as { keepSnapshotsOf?: readonly string[] }).keepSnapshotsOf ?? []),
+    ]);
+    const all = await this.snapshots.list();
+    const jobs: string[] = [];
+    for (const m of all) if (!jobs.includes(m.job)) jobs.push(m.job);
+    const keepJobs = new Set([...jobs.slice(0, this.settings.snapshotKeep), ...protect]);
+    const remove = all.filter((m) => !keepJobs.has(m.job)).map((m) => m.id);
+    remove.push(...(await this.snapshots.partials()));
+    const removed = await this.snapshots.remove(remove, ctx.job.id, ctx.signal);
+    if (removed.length > 0) ctx.output(`removed old snapshots: ${removed.join(", ")}\n`);
+    await this.snapshots.pruneJobDirs(keepJobs);
   }
 
   private manualSteps(ctx: StepContext): string {
@@ -884,9 +1028,21 @@ export class DockerEngineApi implements ContainerEngine {
       `See what this job left: docker ps -a --filter label=${LABEL_JOB}=${ctx.job.id}; remove those containers (docker rm -f ID), but not the previous app container ${oldId}.`,
       `If another container is called ${name}, rename it away: docker rename ${name} ${name}-broken`,
     );
-    if (f["migration.started"] === "true") {
+    if (f["migration.started"] === "true" || f["new.started"] === "true") {
+      const id = f["snapshot.id"];
+      const mounts = JSON.parse(f["snapshot.mounts"] ?? "[]") as DataMount[];
       steps.push(
-        `The migration ran: restore the data before starting the previous version. The snapshot is in ${f["snapshot.dir"] ?? this.snapshotPath(ctx.job.id)} (manifest.json lists each mount and its tar file); for each, empty the volume and extract the tar into the parent of its destination, e.g. docker run --rm -v VOLUME:/restore -v SNAPSHOT_DIR:/snap:ro IMAGE sh -c 'rm -rf /restore/* /restore/.[!.]* && tar -xpf /snap/mount-0.tar -C /restore --strip-components=1'`,
+        id && f["snapshot.complete"] === "true"
+          ? `The new version ran on the data: restore the data before starting the previous version. Snapshot ${id} (consistency point ${f["snapshot.pointAt"] ?? "see its manifest.json"}) holds one tree per data mount; for each, empty the mount and copy the tree back with owners, modes and times, as root: ${mounts
+              .map((m) => this.snapshots.manualRestoreCommand(id, m))
+              .join(" ; ")}`
+          : "The new version may have touched the data and no complete snapshot is recorded: restore the data from your own backup before starting the previous version.",
+      );
+    }
+    if (f["previous.policyParked"] === "true" && f["previous.restartPolicy"]) {
+      const policy = JSON.parse(f["previous.restartPolicy"]) as { Name?: string; MaximumRetryCount?: number };
+      steps.push(
+        `Put the previous container's restart policy back: docker update --restart ${policy.Name}${policy.Name === "on-failure" && policy.MaximumRetryCount ? `:${policy.MaximumRetryCount}` : ""} ${oldId}`,
       );
     }
     steps.push(
@@ -906,13 +1062,35 @@ export class DockerEngineApi implements ContainerEngine {
   }
 }
 
-function dataMounts(c: ContainerInspect): MountPoint[] {
-  return (c.Mounts ?? []).filter(
-    (m) =>
-      (m.Type === "volume" || m.Type === "bind") &&
-      !m.Destination.endsWith("docker.sock") &&
-      m.Destination !== "/",
-  );
+/** Volumes and writable directory binds are the app's data; read-only binds, the Docker socket and tmpfs are not. */
+function isDataMount(m: MountPoint): boolean {
+  if (m.Type !== "volume" && m.Type !== "bind") return false;
+  if (m.RW === false) return false;
+  if (m.Destination.endsWith("docker.sock") || m.Destination === "/") return false;
+  return true;
+}
+
+/** The app's data mounts, numbered as the snapshot stores them. */
+function dataMountsOf(c: ContainerInspect): DataMount[] {
+  return (c.Mounts ?? []).filter(isDataMount).map((m, index) => {
+    const out: DataMount = {
+      index,
+      type: m.Type === "volume" ? "volume" : "bind",
+      destination: m.Destination,
+    };
+    if (m.Type === "volume" && m.Name) out.name = m.Name;
+    if (m.Type === "bind" && m.Source) out.source = m.Source;
+    return out;
+  });
+}
+
+function describePass(answer: PassAnswer | undefined): string {
+  const s = answer?.stats ?? [];
+  const sum = (
+    k: "filesCopied" | "filesPatched" | "filesLinked" | "filesSkipped" | "bytesWritten" | "removed" | "ms",
+  ) => s.reduce((n, x) => n + x[k], 0);
+  const unsupported = s.flatMap((x) => x.unsupported);
+  return `${formatBytes(sum("bytesWritten"))} written (${sum("filesCopied")} files copied, ${sum("filesPatched")} compared in blocks, ${sum("filesLinked")} shared, ${sum("filesSkipped")} unchanged, ${sum("removed")} removed) in ${sum("ms")} ms${unsupported.length ? `; left out (sockets, devices, fifos): ${unsupported.slice(0, 5).join(", ")}` : ""}`;
 }
 
 function digestRef(ctx: StepContext): string {

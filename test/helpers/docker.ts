@@ -22,6 +22,12 @@ export const RUN_LABEL = "io.processgit.updater.test.run";
 /** Busybox, statically linked (Debian's busybox-static), the only program in the fixture images. */
 export const BUSYBOX = "/bin/busybox";
 
+/**
+ * The image the snapshot helper runs in during tests: the updater's own image, as in production
+ * (scripts/test.sh builds it before the tests). PGU_HELPER_IMAGE overrides it (any image with node).
+ */
+export const HELPER_IMAGE = process.env.PGU_HELPER_IMAGE ?? "processgit-updater:test";
+
 const START_HINT =
   'run `eval "$(bash scripts/engine.sh start)"` in this shell first (it starts a private engine and a loopback registry)';
 

@@ -17,6 +17,7 @@ import { systemClock } from "../../src/orchestrator/ports.js";
 import { JobRunner } from "../../src/orchestrator/runner.js";
 import { FileJobStore } from "../../src/store/file-job-store.js";
 import { FakeVerifier, MemoryReleaseSource, manifestFor } from "../fakes/fake-release.js";
+import { HELPER_IMAGE } from "./docker.js";
 
 export interface UpdateProcessConfig {
   mode: "update" | "reconcile";
@@ -38,6 +39,7 @@ async function main(config: UpdateProcessConfig): Promise<void> {
     verifier: new FakeVerifier(),
     engine: new DockerEngineApi({
       dockerHost: config.dockerHost,
+      helperImage: HELPER_IMAGE,
       appContainer: config.appContainer,
       snapshotDir: config.snapshotDir,
       healthDeadlineMs: 20_000,

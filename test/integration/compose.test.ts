@@ -28,7 +28,7 @@ import {
   useEngineSuite,
   waitServing,
 } from "../helpers/app-fixture.js";
-import { docker, RUN_LABEL, TEST_LABEL } from "../helpers/docker.js";
+import { docker, HELPER_IMAGE, RUN_LABEL, TEST_LABEL } from "../helpers/docker.js";
 import { finished } from "../helpers/runner-harness.js";
 
 const suite = useEngineSuite("compose");
@@ -158,6 +158,7 @@ async function update(project: Project, variant: string, during?: (job: Job) => 
     verifier: new FakeVerifier(),
     engine: new DockerEngineApi({
       dockerHost: suite.env.dockerHost,
+      helperImage: HELPER_IMAGE,
       appContainer: project.container,
       snapshotDir: join(project.dir, "snapshots"),
       healthDeadlineMs: 15_000,

@@ -28,7 +28,7 @@ import {
   useEngineSuite,
   waitServing,
 } from "../helpers/app-fixture.js";
-import { docker } from "../helpers/docker.js";
+import { docker, HELPER_IMAGE } from "../helpers/docker.js";
 import { finished } from "../helpers/runner-harness.js";
 
 const suite = useEngineSuite("update");
@@ -43,7 +43,7 @@ const v1 = () => suite.fixtures.v1 as Fixture;
 function runnerFor(
   app: App,
   variant: string,
-  options: { soakMs?: number; healthUrl?: string; deadlineMs?: number } = {},
+  options: { soakMs?: number; healthUrl?: string; deadlineMs?: number; online?: boolean } = {},
 ): { runner: JobRunner; tag: string } {
   const fixture = suite.fixtures[variant];
   if (!fixture) throw new Error(`no fixture ${variant}`);
@@ -58,10 +58,13 @@ function runnerFor(
         digest: fixture.digest,
         platforms: ["linux/amd64"],
       },
+      // The app stops for the migration: the consistency point is that stop, so a rollback
+      // brings back the data exactly as it was before the update (the online case is below).
       migration: {
         required: true,
         command: ["/bin/sh", "/opt/app/migrate.sh"],
-        estimated_downtime_seconds: 0,
+        downtime: options.online !== true,
+        estimated_downtime_seconds: options.online ? 0 : 5,
       },
     }),
   });
@@ -71,6 +74,7 @@ function runnerFor(
     verifier: new FakeVerifier(),
     engine: new DockerEngineApi({
       dockerHost: suite.env.dockerHost,
+      helperImage: HELPER_IMAGE,
       appContainer: app.name,
       snapshotDir: join(suite.work, app.name, "snapshots"),
       healthDeadlineMs: options.deadlineMs ?? 15_000,
