@@ -1,6 +1,6 @@
 /**
  * `processgit-updater`, the operator's CLI: status, latest, update TAG [--watch], watch JOB_ID,
- * history, each talking to the server through the generated client (Connect protocol).
+ * history, acknowledge JOB_ID [--note TEXT] [--by NAME], each talking to the server through the generated client (Connect protocol).
  * Server URL from PROCESSGIT_UPDATER_URL (default: the server's own PROCESSGIT_UPDATER_LISTEN
  * reached on loopback, so it works inside the updater's container; else http://127.0.0.1:9000), token from
  * PROCESSGIT_UPDATER_TOKEN or PROCESSGIT_UPDATER_TOKEN_FILE. `--json` prints the answers as JSON.
@@ -13,11 +13,14 @@
  */
 import { readFileSync } from "node:fs";
 import { toJson } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import {
+  AcknowledgeFailureResponseSchema,
   Channel,
+  type DataRestore,
   HistoryResponseSchema,
   type Job,
   JobSchema,
@@ -39,6 +42,9 @@ const USAGE = `usage: processgit-updater <command> [--json]
                          start an update; --watch follows it until it ends
   watch JOB_ID           follow a job until it ends
   history                the recent jobs, newest first
+  acknowledge JOB_ID [--note TEXT] [--by NAME]
+                         record that you repaired the app after a failed job (its manual
+                         steps are done); until then no update starts
   help, --help, -h       this text
 environment: PROCESSGIT_UPDATER_URL (default http://127.0.0.1:9000, or the port of
              PROCESSGIT_UPDATER_LISTEN when that is set),
@@ -46,8 +52,11 @@ environment: PROCESSGIT_UPDATER_URL (default http://127.0.0.1:9000, or the port 
 
 class UsageError extends Error {}
 
-/** The flags each command takes, and the one argument it needs (described for the error). */
-const COMMANDS: Record<string, { flags: string[]; arg?: string }> = {
+/**
+ * The flags each command takes, the options that take a value (`--note TEXT` or `--note=TEXT`),
+ * and the one argument it needs (described for the error).
+ */
+const COMMANDS: Record<string, { flags: string[]; options?: string[]; arg?: string }> = {
   status: { flags: ["--json"] },
   latest: { flags: ["--prerelease", "--json"] },
   update: {
@@ -56,7 +65,15 @@ const COMMANDS: Record<string, { flags: string[]; arg?: string }> = {
   },
   watch: { flags: ["--json"], arg: "a JOB_ID (processgit-updater history lists them)" },
   history: { flags: ["--json"] },
+  acknowledge: {
+    flags: ["--json"],
+    options: ["--note", "--by"],
+    arg: "the JOB_ID of a failed job (processgit-updater status names the one that blocks updates)",
+  },
 };
+
+/** Every option that takes a value, whatever the command: its value is never read as a word. */
+const VALUE_OPTIONS = new Set(Object.values(COMMANDS).flatMap((c) => c.options ?? []));
 
 /** Edit distance (insertions, deletions, substitutions) between two short words. */
 function distance(a: string, b: string): number {
@@ -78,10 +95,35 @@ function suggestion(word: string, known: string[]): string {
   return close ? ` (did you mean ${close}?)` : "";
 }
 
-/** The command, its argument and its flags; a UsageError for anything the command does not take. */
-function parse(argv: string[]): { command: string; arg: string; flags: Set<string> } {
-  const words = argv.filter((a) => !a.startsWith("-"));
-  const flags = argv.filter((a) => a.startsWith("-"));
+interface Parsed {
+  command: string;
+  arg: string;
+  flags: Set<string>;
+  options: Map<string, string>;
+}
+
+/** The command, its argument, flags and options; a UsageError for anything the command does not take. */
+function parse(argv: string[]): Parsed {
+  const words: string[] = [];
+  const flags: string[] = [];
+  const given: Array<[string, string]> = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? "";
+    if (!a.startsWith("-")) {
+      words.push(a);
+      continue;
+    }
+    const eq = a.indexOf("=");
+    const name = eq > 0 ? a.slice(0, eq) : a;
+    if (!VALUE_OPTIONS.has(name)) {
+      flags.push(a);
+      continue;
+    }
+    const value = eq > 0 ? a.slice(eq + 1) : argv[++i];
+    if (value === undefined)
+      throw new UsageError(`${name} needs a value, e.g. ${name} 'restored the volume'`);
+    given.push([name, value]);
+  }
   const [command, ...rest] = words;
   if (!command) throw new UsageError(USAGE);
   const spec = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
@@ -90,21 +132,54 @@ function parse(argv: string[]): { command: string; arg: string; flags: Set<strin
       `unknown command ${JSON.stringify(command)}${suggestion(command, Object.keys(COMMANDS))}\n${USAGE}`,
     );
   }
-  for (const flag of flags) {
-    if (!spec.flags.includes(flag)) {
-      const hint = suggestion(flag, spec.flags) || ` (${command} takes ${spec.flags.join(", ")})`;
+  const takes = [...spec.flags, ...(spec.options ?? [])];
+  const options = new Map<string, string>();
+  for (const flag of [...flags, ...given.map(([name]) => name)]) {
+    if (!takes.includes(flag)) {
+      const hint = suggestion(flag, takes) || ` (${command} takes ${takes.join(", ")})`;
       throw new UsageError(`processgit-updater ${command}: unknown flag ${flag}${hint}`);
     }
+  }
+  for (const [name, value] of given) {
+    if (options.has(name)) throw new UsageError(`processgit-updater ${command}: ${name} given twice`);
+    options.set(name, value);
   }
   if (spec.arg && rest.length === 0) throw new UsageError(`${command} needs ${spec.arg}`);
   const extra = rest[spec.arg ? 1 : 0];
   if (extra !== undefined) {
     throw new UsageError(`processgit-updater ${command}: unexpected argument ${JSON.stringify(extra)}`);
   }
-  return { command, arg: rest[0] ?? "", flags: new Set(flags) };
+  return { command, arg: rest[0] ?? "", flags: new Set(flags), options };
 }
 
 const stateName = (s: JobState) => (JobState[s] ?? "UNKNOWN").toLowerCase();
+
+const iso = (t: Timestamp | undefined) => (t ? timestampDate(t).toISOString() : "(unknown)");
+
+/** The commands that get a failed job out of the way, once its manual steps are done. */
+const acknowledgeHint = (id: string) =>
+  `when the app is repaired: processgit-updater acknowledge ${id} --note 'what you did'`;
+
+/** What a rollback did to the data, in a few lines. */
+function describeRestore(r: DataRestore): string[] {
+  if (!r.needed) return ["data: not restored: the new version never ran on it, nothing was discarded"];
+  const from = `snapshot ${r.snapshot || "(unknown)"} (the data as of ${iso(r.pointAt)})`;
+  const window = `between ${iso(r.discardedFrom)} and ${iso(r.discardedUntil)}`;
+  if (!r.done) return [`data: the restore from ${from} did NOT finish; follow the manual steps`];
+  return [
+    `data: restored from ${from}`,
+    `data: discarded what the new version wrote ${window}; changes made in it must be made again`,
+  ];
+}
+
+/** "failed, not acknowledged: blocks updates" for the history and status lines. */
+function acknowledgement(job: Job): string {
+  if (job.state !== JobState.FAILED) return "";
+  const a = job.acknowledgement;
+  return a
+    ? `  acknowledged ${iso(a.acknowledgedAt)}${a.acknowledgedBy ? ` by ${a.acknowledgedBy}` : ""}`
+    : "  NOT ACKNOWLEDGED: blocks updates";
+}
 
 const FILE_ERRORS: Record<string, string> = {
   ENOENT: "no such file",
@@ -300,7 +375,7 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv, out: Out): Pro
     return 0;
   }
   try {
-    const { command, arg, flags } = parse(argv);
+    const { command, arg, flags, options } = parse(argv);
     const json = flags.has("--json");
     const baseUrl = (
       env.PROCESSGIT_UPDATER_URL ??
@@ -336,12 +411,27 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv, out: Out): Pro
       }
       if (!last) return 1;
       if (last.state === JobState.COMMITTED) {
-        if (!json) print(`committed: ${last.targetTag} (${last.targetVersion}) runs`);
+        if (!json) {
+          print(`committed: ${last.targetTag} (${last.targetVersion}) runs`);
+          const cleanup = last.steps.at(-1);
+          if (cleanup?.state === JobState.COMMITTED && cleanup.status === StepStatus.FAILED) {
+            print(`note: the cleanup after the commit did not finish (${cleanup.error}); the update stands`);
+          }
+        }
         return 0;
       }
       if (!json) {
         print(`${stateName(last.state)}: ${last.error?.reason ?? ""}: ${last.error?.message ?? ""}`);
+        if (last.dataRestore) for (const line of describeRestore(last.dataRestore)) print(line);
         if (last.error?.manualSteps) print(`what to do:\n${last.error.manualSteps}`);
+        if (last.state === JobState.FAILED) {
+          const ack = acknowledgement(last).trim();
+          print(
+            last.acknowledgement
+              ? ack
+              : `no update starts until this job is acknowledged; ${acknowledgeHint(last.id)}`,
+          );
+        }
       }
       return 1;
     };
@@ -353,6 +443,14 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv, out: Out): Pro
           return 0;
         }
         print(`updater ${s.updaterVersion}: ${(UpdaterState[s.state] ?? "").toLowerCase()}`);
+        const b = s.blockingJob;
+        if (b) {
+          print(
+            `UPDATES BLOCKED: job ${b.id} (to ${b.targetTag}) failed${b.error ? ` (${b.error.reason})` : ""} at ${iso(b.finishedAt)} and is not acknowledged`,
+          );
+          print(`  its manual steps: processgit-updater watch ${b.id}`);
+          print(`  ${acknowledgeHint(b.id)}`);
+        }
         print(`app ${s.appContainer}: ${s.appError || `${s.appImage} version ${s.appVersion || "unknown"}`}`);
         if (s.activeJob)
           print(`active job ${s.activeJob.id}: ${stateName(s.activeJob.state)} to ${s.activeJob.targetTag}`);
@@ -408,9 +506,29 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv, out: Out): Pro
         for (const j of h.jobs) {
           const at = j.createdAt ? timestampDate(j.createdAt).toISOString() : "";
           print(
-            `${j.id}  ${at}  ${j.targetTag}  ${stateName(j.state)}${j.error ? `  ${j.error.reason}` : ""}`,
+            `${j.id}  ${at}  ${j.targetTag}  ${stateName(j.state)}${j.error ? `  ${j.error.reason}` : ""}${acknowledgement(j)}`,
           );
         }
+        return 0;
+      }
+      case "acknowledge": {
+        const r = await client.acknowledgeFailure({
+          id: arg,
+          note: options.get("--note") ?? "",
+          acknowledgedBy: options.get("--by") ?? env.USER ?? env.LOGNAME ?? "",
+        });
+        if (json) {
+          print(JSON.stringify(toJson(AcknowledgeFailureResponseSchema, r)));
+          return 0;
+        }
+        const a = r.job?.acknowledgement;
+        print(
+          `job ${arg} acknowledged at ${iso(a?.acknowledgedAt)}${a?.acknowledgedBy ? ` by ${a.acknowledgedBy}` : ""}${a?.note ? `: ${a.note}` : ""}`,
+        );
+        const status = await client.status({}).catch(() => undefined);
+        const still = status?.blockingJob;
+        if (still) print(`job ${still.id} still blocks updates: ${acknowledgeHint(still.id)}`);
+        else if (status) print("updates can start again");
         return 0;
       }
       default:

@@ -99,6 +99,23 @@ export function jobToProto(job: Job): JobMessage {
     allowDowngrade: job.allowDowngrade,
     revision: BigInt(job.revision),
     recoveries: job.recoveries,
+    acknowledgement: job.acknowledgement
+      ? {
+          acknowledgedAt: ts(job.acknowledgement.at),
+          acknowledgedBy: job.acknowledgement.by,
+          note: job.acknowledgement.note,
+        }
+      : undefined,
+    dataRestore: job.dataRestore
+      ? {
+          needed: job.dataRestore.needed,
+          snapshot: job.dataRestore.snapshot ?? "",
+          pointAt: ts(job.dataRestore.pointAt),
+          discardedFrom: ts(job.dataRestore.discardedFrom),
+          discardedUntil: ts(job.dataRestore.discardedUntil),
+          done: job.dataRestore.done,
+        }
+      : undefined,
   });
 }
 

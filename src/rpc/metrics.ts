@@ -32,6 +32,12 @@ export async function renderMetrics(
   metric("processgit_updater_active_job", "gauge", "1 while an update job is active.", [
     ["", runner.activeJob() ? 1 : 0],
   ]);
+  metric(
+    "processgit_updater_blocked",
+    "gauge",
+    "1 while a failed job that no operator acknowledged blocks new updates.",
+    [["", runner.blockingJob() ? 1 : 0]],
+  );
   const lastCommit = runner.counts().lastCommittedAt;
   metric(
     "processgit_updater_last_success_timestamp_seconds",

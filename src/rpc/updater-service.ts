@@ -52,6 +52,7 @@ export function updaterService(deps: UpdaterServiceDeps): ServiceImpl<typeof Upd
         const { info, error } = await app(ctx.signal);
         const counts = runner.counts();
         const active = runner.activeJob();
+        const blocking = runner.blockingJob();
         return create(StatusResponseSchema, {
           updaterVersion: deps.updaterVersion,
           state: updaterStateToProto(runner.state),
@@ -69,6 +70,7 @@ export function updaterService(deps: UpdaterServiceDeps): ServiceImpl<typeof Upd
             aborted: counts.aborted,
           }),
           lastCommittedAt: ts(counts.lastCommittedAt),
+          blockingJob: blocking ? jobToProto(blocking) : undefined,
         });
       },
 
@@ -100,6 +102,11 @@ export function updaterService(deps: UpdaterServiceDeps): ServiceImpl<typeof Upd
           );
         }
         return { jobs: runner.history(req.limit).map(jobToProto) };
+      },
+
+      async acknowledgeFailure(req) {
+        const job = await runner.acknowledge(req.id, { by: req.acknowledgedBy, note: req.note });
+        return { job: jobToProto(job) };
       },
 
       async *watchJob(req, ctx) {

@@ -174,7 +174,7 @@ describe("processgit-updater CLI", () => {
     for (const out of [w.stdout, n.stdout]) {
       expect(out).toMatch(/\[pulling\][\s\S]*ok {2}pull registry[\s\S]*\[healthchecking\]/);
       expect(out.split(CLEAR_LINE).at(-1)).toMatch(
-        /\n\[committed\]\r\ncommitted: v1\.2\.0 \(1\.2\.0\) runs\r\n$/,
+        /(^|\n)\[committed\]\r\n {2}ok {2}clean up: remove the previous container\r\ncommitted: v1\.2\.0 \(1\.2\.0\) runs\r\n$/,
       );
     }
     if (process.env.SHOW_TTY) console.log(JSON.stringify(n.stdout), JSON.stringify(w.stdout));
@@ -248,8 +248,112 @@ describe("processgit-updater CLI", () => {
       expect(help.code, args.join(" ")).toBe(0);
       expect(help.stdout).toContain("usage: processgit-updater <command>");
       expect(help.stdout).toContain("update TAG [--watch] [--allow-downgrade]");
+      expect(help.stdout).toContain("acknowledge JOB_ID [--note TEXT] [--by NAME]");
       expect(help.stderr).toBe("");
     }
+  });
+
+  it("a failed job: status and history flag it, update is refused, watch says what to do, acknowledge unblocks", async () => {
+    u = await startTestUpdater();
+    u.engine.failOn("healthcheck", "the new container never got healthy", "HEALTHCHECK_FAILED");
+    u.engine.failOn(
+      "rollback",
+      "cannot start the previous container",
+      undefined,
+      "1. docker start processgit",
+    );
+    u.engine.restoreFacts = {
+      "restore.needed": "true",
+      "restore.snapshot": "snap-0001",
+      "restore.pointAt": "2026-11-02T10:00:10.000Z",
+      "restore.discardedFrom": "2026-11-02T10:00:12.000Z",
+      "restore.discardedUntil": "2026-11-02T10:00:40.000Z",
+      "restore.done": "false",
+    };
+    const failed = await cli(["update", "v1.2.0", "--watch"]);
+    expect(failed.code).toBe(1);
+    const id = /job (\S+) started/.exec(failed.stdout)?.[1] ?? "";
+    expect(failed.stdout).toContain("failed: ROLLBACK_FAILED: the rollback failed");
+    expect(failed.stdout).toContain(
+      "data: the restore from snapshot snap-0001 (the data as of 2026-11-02T10:00:10.000Z) did NOT finish",
+    );
+    expect(failed.stdout).toContain("what to do:\n1. docker start processgit\n");
+    expect(failed.stdout).toContain(
+      `no update starts until this job is acknowledged; when the app is repaired: processgit-updater acknowledge ${id} --note 'what you did'`,
+    );
+    u.engine.failures.clear();
+
+    const status = await cli(["status"]);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(
+      new RegExp(
+        `^updater 0\\.1\\.0: idle\nUPDATES BLOCKED: job ${id} \\(to v1\\.2\\.0\\) failed \\(ROLLBACK_FAILED\\) at \\S+ and is not acknowledged\n`,
+      ),
+    );
+    expect(status.stdout).toContain(`  its manual steps: processgit-updater watch ${id}\n`);
+    expect(JSON.parse((await cli(["status", "--json"])).stdout).blockingJob.id).toBe(id);
+    expect((await cli(["history"])).stdout).toContain(
+      "failed  ROLLBACK_FAILED  NOT ACKNOWLEDGED: blocks updates",
+    );
+
+    const refused = await cli(["update", "v1.2.0"]);
+    expect(refused.code).toBe(3);
+    expect(refused.stderr).toContain(`FailedPrecondition: job ${id} (to v1.2.0) failed (ROLLBACK_FAILED)`);
+    expect(refused.stderr).toContain(`processgit-updater acknowledge ${id} --note`);
+
+    const watched = await cli(["watch", id]);
+    expect(watched.code).toBe(1);
+    expect(watched.stdout).toContain("what to do:\n1. docker start processgit");
+
+    // Usage errors before any request.
+    expect((await cli(["acknowledge"])).stderr).toContain("acknowledge needs the JOB_ID of a failed job");
+    const noValue = await cli(["acknowledge", id, "--note"]);
+    expect(noValue.code).toBe(2);
+    expect(noValue.stderr).toContain("--note needs a value");
+    expect((await cli(["acknowledge", id, "--note", "a", "--note", "b"])).stderr).toContain(
+      "--note given twice",
+    );
+    expect((await cli(["status", "--note", "x"])).stderr).toContain("unknown flag --note");
+    const wrongJob = await cli(["acknowledge", "0b6f3f5e-6c1d-4c36-9d2b-2f4a8e1c9a10"]);
+    expect(wrongJob.code).toBe(3);
+    expect(wrongJob.stderr).toContain("NotFound");
+
+    const ack = await cli(["acknowledge", id, "--note=restored the volume from snap-0001", "--by", "alice"]);
+    expect(ack.code, ack.stderr).toBe(0);
+    expect(ack.stdout).toMatch(
+      new RegExp(
+        `^job ${id} acknowledged at \\S+ by alice: restored the volume from snap-0001\nupdates can start again\n$`,
+      ),
+    );
+    const again = await cli(["acknowledge", id, "--json", "--note", "something else"]);
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout).job.acknowledgement).toMatchObject({
+      acknowledgedBy: "alice",
+      note: "restored the volume from snap-0001",
+    });
+    expect((await cli(["status"])).stdout).not.toContain("BLOCKED");
+    expect((await cli(["history"])).stdout).toMatch(/failed {2}ROLLBACK_FAILED {2}acknowledged \S+ by alice/);
+    const next = await cli(["update", "v1.2.0", "--watch", "--allow-downgrade"]);
+    expect(next.code, next.stderr).toBe(0);
+  });
+
+  it("a rolled-back job says what the restore discarded", async () => {
+    u = await startTestUpdater();
+    u.engine.failOn("healthcheck", "the new container never got healthy", "HEALTHCHECK_FAILED");
+    u.engine.restoreFacts = {
+      "restore.needed": "true",
+      "restore.snapshot": "snap-0002",
+      "restore.pointAt": "2026-11-02T10:00:10.000Z",
+      "restore.discardedFrom": "2026-11-02T10:00:12.000Z",
+      "restore.discardedUntil": "2026-11-02T10:00:40.000Z",
+      "restore.done": "true",
+    };
+    const out = await cli(["update", "v1.2.0", "--watch"]);
+    expect(out.code).toBe(1);
+    expect(out.stdout).toContain(
+      "data: restored from snapshot snap-0002 (the data as of 2026-11-02T10:00:10.000Z)\n" +
+        "data: discarded what the new version wrote between 2026-11-02T10:00:12.000Z and 2026-11-02T10:00:40.000Z; changes made in it must be made again\n",
+    );
   });
 
   it("names the token file it cannot read, and what to do", async () => {

@@ -5,6 +5,7 @@
  */
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import {
   createConnectTransport,
@@ -237,6 +238,109 @@ describe("generated TypeScript client", () => {
     await u.updater.close();
     for (const o of await Promise.all(outcomes)) expect(o.code).toBe(Code.Unavailable);
     current = undefined;
+  });
+});
+
+describe("a failed job, AcknowledgeFailure and the data restore record", () => {
+  const RESTORE = {
+    "restore.needed": "true",
+    "restore.snapshot": "snap-0001",
+    "restore.pointAt": "2026-11-02T10:00:10.000Z",
+    "restore.discardedFrom": "2026-11-02T10:00:12.000Z",
+    "restore.discardedUntil": "2026-11-02T10:00:40.000Z",
+    "restore.done": "false",
+  };
+
+  /** Runs a job whose rollback fails, so that it ends FAILED; returns its id. */
+  async function failedJob(u: TestUpdater, c: Client<typeof UpdaterService>): Promise<string> {
+    u.engine.failOn("healthcheck", "unhealthy", "HEALTHCHECK_FAILED");
+    u.engine.failOn(
+      "rollback",
+      "cannot start the previous container",
+      undefined,
+      "1. docker start processgit",
+    );
+    u.engine.restoreFacts = RESTORE;
+    const id = (await c.startUpdate({ tag: "v1.2.0" })).job?.id ?? "";
+    const states = await watchToEnd(c, id);
+    expect(states.at(-1)).toBe(JobState.FAILED);
+    u.engine.failures.clear();
+    return id;
+  }
+
+  for (const protocol of ["connect-h1", "grpc"] as const) {
+    it(`blocks StartUpdate until AcknowledgeFailure, over ${protocol}`, async () => {
+      const u = await updater();
+      const c = client(u, protocol);
+      const id = await failedJob(u, c);
+
+      const job = (await c.getJob({ id })).job;
+      expect(job?.acknowledgement).toBeUndefined();
+      expect(job?.dataRestore).toMatchObject({ needed: true, snapshot: "snap-0001", done: false });
+      expect(timestampDate(job?.dataRestore?.pointAt as Timestamp).toISOString()).toBe(
+        "2026-11-02T10:00:10.000Z",
+      );
+      expect(timestampDate(job?.dataRestore?.discardedFrom as Timestamp).toISOString()).toBe(
+        "2026-11-02T10:00:12.000Z",
+      );
+      expect(timestampDate(job?.dataRestore?.discardedUntil as Timestamp).toISOString()).toBe(
+        "2026-11-02T10:00:40.000Z",
+      );
+      expect((await c.status({})).blockingJob?.id).toBe(id);
+
+      const blocked = await codeOf(c.startUpdate({ tag: "v1.2.0" }));
+      expect(blocked.code).toBe(Code.FailedPrecondition);
+      expect(blocked.message).toContain(`job ${id} (to v1.2.0) failed (ROLLBACK_FAILED)`);
+      expect(blocked.message).toContain(`processgit-updater acknowledge ${id}`);
+
+      const unknownId = "0b6f3f5e-6c1d-4c36-9d2b-2f4a8e1c9a10";
+      expect((await codeOf(c.acknowledgeFailure({ id: unknownId }))).code).toBe(Code.NotFound);
+      expect((await codeOf(c.acknowledgeFailure({ id: "nope" }))).code).toBe(Code.InvalidArgument);
+      const long = await codeOf(c.acknowledgeFailure({ id, note: "x".repeat(3000) }));
+      expect(long.code).toBe(Code.InvalidArgument);
+      expect(long.message).toContain("note is 3000 characters long");
+
+      const acked = await c.acknowledgeFailure({
+        id,
+        note: "restored snap-0001 by hand",
+        acknowledgedBy: "alice",
+      });
+      expect(acked.job?.state).toBe(JobState.FAILED);
+      expect(acked.job?.acknowledgement).toMatchObject({
+        acknowledgedBy: "alice",
+        note: "restored snap-0001 by hand",
+      });
+      expect(acked.job?.acknowledgement?.acknowledgedAt).toBeDefined();
+      const again = await c.acknowledgeFailure({ id, note: "other" });
+      expect(again.job?.acknowledgement).toEqual(acked.job?.acknowledgement);
+      expect((await c.status({})).blockingJob).toBeUndefined();
+
+      const next = (await c.startUpdate({ tag: "v1.2.0" })).job?.id ?? "";
+      expect((await watchToEnd(c, next)).at(-1)).toBe(JobState.COMMITTED);
+      const notFailed = await codeOf(c.acknowledgeFailure({ id: next }));
+      expect(notFailed.code).toBe(Code.FailedPrecondition);
+      expect(notFailed.message).toContain(`job ${next} is committed, not failed`);
+    });
+  }
+
+  it("the curl call the refusal gives acknowledges the job, as written", async () => {
+    const u = await updater();
+    const c = client(u, "connect-h1");
+    const id = await failedJob(u, c);
+    const { message } = await codeOf(c.startUpdate({ tag: "v1.2.0" }));
+    const command = /(curl .*AcknowledgeFailure")/.exec(message)?.[1];
+    expect(command).toBeDefined();
+    const result = await run("env", [
+      `TOKEN=${u.token}`,
+      `PROCESSGIT_UPDATER_URL=${u.url}`,
+      "bash",
+      "-c",
+      `${command} -sS -w '\n%{http_code}'`,
+    ]);
+    expect(result.stdout.trim().split("\n").at(-1)).toBe("200");
+    const job = (await c.getJob({ id })).job;
+    expect(job?.acknowledgement?.note).toBe("what you did");
+    expect((await c.status({})).blockingJob).toBeUndefined();
   });
 });
 

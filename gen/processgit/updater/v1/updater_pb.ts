@@ -7,6 +7,11 @@
 // rolling_back -> rolled_back, or to failed when the rollback itself fails
 // (a human must act: the job's error says exactly what to do).
 //
+// The passed health verdict is the commit point: the job is recorded committed
+// before the previous container is removed, and from the verdict on a failure or
+// a restart of the updater finishes the commit, never rolls back. A failed job
+// blocks new updates until an operator acknowledges it (AcknowledgeFailure).
+//
 // Every method needs `Authorization: Bearer <token>`. Methods marked
 // NO_SIDE_EFFECTS also answer Connect GET requests.
 
@@ -24,7 +29,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file processgit/updater/v1/updater.proto.
  */
 export const file_processgit_updater_v1_updater: GenFile = /*@__PURE__*/
-  fileDesc("CiNwcm9jZXNzZ2l0L3VwZGF0ZXIvdjEvdXBkYXRlci5wcm90bxIVcHJvY2Vzc2dpdC51cGRhdGVyLnYxIjUKCFByb2dyZXNzEgwKBGRvbmUYASABKAQSDQoFdG90YWwYAiABKAQSDAoEdW5pdBgDIAEoCSKoAgoEU3RlcBIuCgVzdGF0ZRgBIAEoDjIfLnByb2Nlc3NnaXQudXBkYXRlci52MS5Kb2JTdGF0ZRINCgV0aXRsZRgCIAEoCRIxCgZzdGF0dXMYAyABKA4yIS5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuU3RlcFN0YXR1cxIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGb3V0cHV0GAYgASgJEg0KBWVycm9yGAcgASgJEjEKCHByb2dyZXNzGAggASgLMh8ucHJvY2Vzc2dpdC51cGRhdGVyLnYxLlByb2dyZXNzInUKCEpvYkVycm9yEg4KBnJlYXNvbhgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEjIKCWZhaWxlZF9pbhgDIAEoDjIfLnByb2Nlc3NnaXQudXBkYXRlci52MS5Kb2JTdGF0ZRIUCgxtYW51YWxfc3RlcHMYBCABKAkicgoMVmVyaWZpY2F0aW9uEg4KBnBvbGljeRgBIAEoCRIQCghpZGVudGl0eRgCIAEoCRIOCgZpc3N1ZXIYAyABKAkSFwoPa2V5X2ZpbmdlcnByaW50GAQgASgJEhcKD21hbmlmZXN0X3NoYTI1NhgFIAEoCSLMBAoDSm9iEgoKAmlkGAEgASgJEi4KBXN0YXRlGAIgASgOMh8ucHJvY2Vzc2dpdC51cGRhdGVyLnYxLkpvYlN0YXRlEhIKCnRhcmdldF90YWcYAyABKAkSFgoOdGFyZ2V0X3ZlcnNpb24YBCABKAkSFAoMdGFyZ2V0X2ltYWdlGAUgASgJEhUKDXRhcmdldF9kaWdlc3QYBiABKAkSFgoOcHJldmlvdXNfaW1hZ2UYByABKAkSFwoPcHJldmlvdXNfZGlnZXN0GAggASgJEhgKEHByZXZpb3VzX3ZlcnNpb24YCSABKAkSLgoKY3JlYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEioKBXN0ZXBzGA0gAygLMhsucHJvY2Vzc2dpdC51cGRhdGVyLnYxLlN0ZXASLgoFZXJyb3IYDiABKAsyHy5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuSm9iRXJyb3ISOQoMdmVyaWZpY2F0aW9uGA8gASgLMiMucHJvY2Vzc2dpdC51cGRhdGVyLnYxLlZlcmlmaWNhdGlvbhIXCg9hbGxvd19kb3duZ3JhZGUYECABKAgSEAoIcmV2aXNpb24YESABKAQSEgoKcmVjb3ZlcmllcxgSIAEoDSJjCglKb2JDb3VudHMSDQoFdG90YWwYASABKA0SEQoJY29tbWl0dGVkGAIgASgNEhMKC3JvbGxlZF9iYWNrGAMgASgNEg4KBmZhaWxlZBgEIAEoDRIPCgdhYm9ydGVkGAUgASgNIg8KDVN0YXR1c1JlcXVlc3Qi3AIKDlN0YXR1c1Jlc3BvbnNlEhcKD3VwZGF0ZXJfdmVyc2lvbhgBIAEoCRIyCgVzdGF0ZRgCIAEoDjIjLnByb2Nlc3NnaXQudXBkYXRlci52MS5VcGRhdGVyU3RhdGUSFQoNYXBwX2NvbnRhaW5lchgDIAEoCRIRCglhcHBfaW1hZ2UYBCABKAkSEgoKYXBwX2RpZ2VzdBgFIAEoCRITCgthcHBfdmVyc2lvbhgGIAEoCRIRCglhcHBfZXJyb3IYByABKAkSLgoKYWN0aXZlX2pvYhgIIAEoCzIaLnByb2Nlc3NnaXQudXBkYXRlci52MS5Kb2ISMAoGY291bnRzGAkgASgLMiAucHJvY2Vzc2dpdC51cGRhdGVyLnYxLkpvYkNvdW50cxI1ChFsYXN0X2NvbW1pdHRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRwoUTGF0ZXN0UmVsZWFzZVJlcXVlc3QSLwoHY2hhbm5lbBgBIAEoDjIeLnByb2Nlc3NnaXQudXBkYXRlci52MS5DaGFubmVsIoYBCgdSZWxlYXNlEgsKA3RhZxgBIAEoCRIMCgRuYW1lGAIgASgJEhIKCnByZXJlbGVhc2UYAyABKAgSCwoDdXJsGAQgASgJEjAKDHB1Ymxpc2hlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbm90ZXMYBiABKAkifQoVTGF0ZXN0UmVsZWFzZVJlc3BvbnNlEi8KB3JlbGVhc2UYASABKAsyHi5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuUmVsZWFzZRIaChJuZXdlcl90aGFuX3J1bm5pbmcYAiABKAgSFwoPcnVubmluZ192ZXJzaW9uGAMgASgJIjoKElN0YXJ0VXBkYXRlUmVxdWVzdBILCgN0YWcYASABKAkSFwoPYWxsb3dfZG93bmdyYWRlGAIgASgIIj4KE1N0YXJ0VXBkYXRlUmVzcG9uc2USJwoDam9iGAEgASgLMhoucHJvY2Vzc2dpdC51cGRhdGVyLnYxLkpvYiIbCg1HZXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIjkKDkdldEpvYlJlc3BvbnNlEicKA2pvYhgBIAEoCzIaLnByb2Nlc3NnaXQudXBkYXRlci52MS5Kb2IiHwoOSGlzdG9yeVJlcXVlc3QSDQoFbGltaXQYASABKA0iOwoPSGlzdG9yeVJlc3BvbnNlEigKBGpvYnMYASADKAsyGi5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuSm9iIh0KD1dhdGNoSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSI7ChBXYXRjaEpvYlJlc3BvbnNlEicKA2pvYhgBIAEoCzIaLnByb2Nlc3NnaXQudXBkYXRlci52MS5Kb2Iq1QIKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkpPQl9TVEFURV9QTEFOTklORxABEhoKFkpPQl9TVEFURV9TTkFQU0hPVFRJTkcQAhIVChFKT0JfU1RBVEVfUFVMTElORxADEhcKE0pPQl9TVEFURV9WRVJJRllJTkcQBBIXChNKT0JfU1RBVEVfTUlHUkFUSU5HEAUSFgoSSk9CX1NUQVRFX1NXQVBQSU5HEAYSHAoYSk9CX1NUQVRFX0hFQUxUSENIRUNLSU5HEAcSFwoTSk9CX1NUQVRFX0NPTU1JVFRFRBAIEhoKFkpPQl9TVEFURV9ST0xMSU5HX0JBQ0sQCRIZChVKT0JfU1RBVEVfUk9MTEVEX0JBQ0sQChIUChBKT0JfU1RBVEVfRkFJTEVEEAsSFQoRSk9CX1NUQVRFX0FCT1JURUQQDCqOAQoKU3RlcFN0YXR1cxIbChdTVEVQX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE1NURVBfU1RBVFVTX1JVTk5JTkcQARIZChVTVEVQX1NUQVRVU19TVUNDRUVERUQQAhIWChJTVEVQX1NUQVRVU19GQUlMRUQQAxIXChNTVEVQX1NUQVRVU19TS0lQUEVEEAQqmAEKDFVwZGF0ZXJTdGF0ZRIdChlVUERBVEVSX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSVVBEQVRFUl9TVEFURV9JRExFEAESFgoSVVBEQVRFUl9TVEFURV9CVVNZEAISHQoZVVBEQVRFUl9TVEFURV9SRUNPTkNJTElORxADEhoKFlVQREFURVJfU1RBVEVfU1RPUFBJTkcQBCpOCgdDaGFubmVsEhcKE0NIQU5ORUxfVU5TUEVDSUZJRUQQABISCg5DSEFOTkVMX1NUQUJMRRABEhYKEkNIQU5ORUxfUFJFUkVMRUFTRRACMt0ECg5VcGRhdGVyU2VydmljZRJaCgZTdGF0dXMSJC5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuU3RhdHVzUmVxdWVzdBolLnByb2Nlc3NnaXQudXBkYXRlci52MS5TdGF0dXNSZXNwb25zZSIDkAIBEm8KDUxhdGVzdFJlbGVhc2USKy5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuTGF0ZXN0UmVsZWFzZVJlcXVlc3QaLC5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuTGF0ZXN0UmVsZWFzZVJlc3BvbnNlIgOQAgESZAoLU3RhcnRVcGRhdGUSKS5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuU3RhcnRVcGRhdGVSZXF1ZXN0GioucHJvY2Vzc2dpdC51cGRhdGVyLnYxLlN0YXJ0VXBkYXRlUmVzcG9uc2USWgoGR2V0Sm9iEiQucHJvY2Vzc2dpdC51cGRhdGVyLnYxLkdldEpvYlJlcXVlc3QaJS5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuR2V0Sm9iUmVzcG9uc2UiA5ACARJdCgdIaXN0b3J5EiUucHJvY2Vzc2dpdC51cGRhdGVyLnYxLkhpc3RvcnlSZXF1ZXN0GiYucHJvY2Vzc2dpdC51cGRhdGVyLnYxLkhpc3RvcnlSZXNwb25zZSIDkAIBEl0KCFdhdGNoSm9iEiYucHJvY2Vzc2dpdC51cGRhdGVyLnYxLldhdGNoSm9iUmVxdWVzdBonLnByb2Nlc3NnaXQudXBkYXRlci52MS5XYXRjaEpvYlJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("CiNwcm9jZXNzZ2l0L3VwZGF0ZXIvdjEvdXBkYXRlci5wcm90bxIVcHJvY2Vzc2dpdC51cGRhdGVyLnYxIjUKCFByb2dyZXNzEgwKBGRvbmUYASABKAQSDQoFdG90YWwYAiABKAQSDAoEdW5pdBgDIAEoCSKoAgoEU3RlcBIuCgVzdGF0ZRgBIAEoDjIfLnByb2Nlc3NnaXQudXBkYXRlci52MS5Kb2JTdGF0ZRINCgV0aXRsZRgCIAEoCRIxCgZzdGF0dXMYAyABKA4yIS5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuU3RlcFN0YXR1cxIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGb3V0cHV0GAYgASgJEg0KBWVycm9yGAcgASgJEjEKCHByb2dyZXNzGAggASgLMh8ucHJvY2Vzc2dpdC51cGRhdGVyLnYxLlByb2dyZXNzInUKCEpvYkVycm9yEg4KBnJlYXNvbhgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEjIKCWZhaWxlZF9pbhgDIAEoDjIfLnByb2Nlc3NnaXQudXBkYXRlci52MS5Kb2JTdGF0ZRIUCgxtYW51YWxfc3RlcHMYBCABKAkicgoMVmVyaWZpY2F0aW9uEg4KBnBvbGljeRgBIAEoCRIQCghpZGVudGl0eRgCIAEoCRIOCgZpc3N1ZXIYAyABKAkSFwoPa2V5X2ZpbmdlcnByaW50GAQgASgJEhcKD21hbmlmZXN0X3NoYTI1NhgFIAEoCSJtCg9BY2tub3dsZWRnZW1lbnQSMwoPYWNrbm93bGVkZ2VkX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9hY2tub3dsZWRnZWRfYnkYAiABKAkSDAoEbm90ZRgDIAEoCSLUAQoLRGF0YVJlc3RvcmUSDgoGbmVlZGVkGAEgASgIEhAKCHNuYXBzaG90GAIgASgJEiwKCHBvaW50X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5kaXNjYXJkZWRfZnJvbRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPZGlzY2FyZGVkX3VudGlsGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRkb25lGAYgASgIIscFCgNKb2ISCgoCaWQYASABKAkSLgoFc3RhdGUYAiABKA4yHy5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuSm9iU3RhdGUSEgoKdGFyZ2V0X3RhZxgDIAEoCRIWCg50YXJnZXRfdmVyc2lvbhgEIAEoCRIUCgx0YXJnZXRfaW1hZ2UYBSABKAkSFQoNdGFyZ2V0X2RpZ2VzdBgGIAEoCRIWCg5wcmV2aW91c19pbWFnZRgHIAEoCRIXCg9wcmV2aW91c19kaWdlc3QYCCABKAkSGAoQcHJldmlvdXNfdmVyc2lvbhgJIAEoCRIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoFc3RlcHMYDSADKAsyGy5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuU3RlcBIuCgVlcnJvchgOIAEoCzIfLnByb2Nlc3NnaXQudXBkYXRlci52MS5Kb2JFcnJvchI5Cgx2ZXJpZmljYXRpb24YDyABKAsyIy5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuVmVyaWZpY2F0aW9uEhcKD2FsbG93X2Rvd25ncmFkZRgQIAEoCBIQCghyZXZpc2lvbhgRIAEoBBISCgpyZWNvdmVyaWVzGBIgASgNEj8KD2Fja25vd2xlZGdlbWVudBgTIAEoCzImLnByb2Nlc3NnaXQudXBkYXRlci52MS5BY2tub3dsZWRnZW1lbnQSOAoMZGF0YV9yZXN0b3JlGBQgASgLMiIucHJvY2Vzc2dpdC51cGRhdGVyLnYxLkRhdGFSZXN0b3JlImMKCUpvYkNvdW50cxINCgV0b3RhbBgBIAEoDRIRCgljb21taXR0ZWQYAiABKA0SEwoLcm9sbGVkX2JhY2sYAyABKA0SDgoGZmFpbGVkGAQgASgNEg8KB2Fib3J0ZWQYBSABKA0iDwoNU3RhdHVzUmVxdWVzdCKOAwoOU3RhdHVzUmVzcG9uc2USFwoPdXBkYXRlcl92ZXJzaW9uGAEgASgJEjIKBXN0YXRlGAIgASgOMiMucHJvY2Vzc2dpdC51cGRhdGVyLnYxLlVwZGF0ZXJTdGF0ZRIVCg1hcHBfY29udGFpbmVyGAMgASgJEhEKCWFwcF9pbWFnZRgEIAEoCRISCgphcHBfZGlnZXN0GAUgASgJEhMKC2FwcF92ZXJzaW9uGAYgASgJEhEKCWFwcF9lcnJvchgHIAEoCRIuCgphY3RpdmVfam9iGAggASgLMhoucHJvY2Vzc2dpdC51cGRhdGVyLnYxLkpvYhIwCgZjb3VudHMYCSABKAsyIC5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuSm9iQ291bnRzEjUKEWxhc3RfY29tbWl0dGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxibG9ja2luZ19qb2IYCyABKAsyGi5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuSm9iIkcKFExhdGVzdFJlbGVhc2VSZXF1ZXN0Ei8KB2NoYW5uZWwYASABKA4yHi5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuQ2hhbm5lbCKGAQoHUmVsZWFzZRILCgN0YWcYASABKAkSDAoEbmFtZRgCIAEoCRISCgpwcmVyZWxlYXNlGAMgASgIEgsKA3VybBgEIAEoCRIwCgxwdWJsaXNoZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBW5vdGVzGAYgASgJIn0KFUxhdGVzdFJlbGVhc2VSZXNwb25zZRIvCgdyZWxlYXNlGAEgASgLMh4ucHJvY2Vzc2dpdC51cGRhdGVyLnYxLlJlbGVhc2USGgoSbmV3ZXJfdGhhbl9ydW5uaW5nGAIgASgIEhcKD3J1bm5pbmdfdmVyc2lvbhgDIAEoCSI6ChJTdGFydFVwZGF0ZVJlcXVlc3QSCwoDdGFnGAEgASgJEhcKD2FsbG93X2Rvd25ncmFkZRgCIAEoCCI+ChNTdGFydFVwZGF0ZVJlc3BvbnNlEicKA2pvYhgBIAEoCzIaLnByb2Nlc3NnaXQudXBkYXRlci52MS5Kb2IiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSI5Cg5HZXRKb2JSZXNwb25zZRInCgNqb2IYASABKAsyGi5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuSm9iIh8KDkhpc3RvcnlSZXF1ZXN0Eg0KBWxpbWl0GAEgASgNIjsKD0hpc3RvcnlSZXNwb25zZRIoCgRqb2JzGAEgAygLMhoucHJvY2Vzc2dpdC51cGRhdGVyLnYxLkpvYiIdCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkiOwoQV2F0Y2hKb2JSZXNwb25zZRInCgNqb2IYASABKAsyGi5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuSm9iIk4KGUFja25vd2xlZGdlRmFpbHVyZVJlcXVlc3QSCgoCaWQYASABKAkSDAoEbm90ZRgCIAEoCRIXCg9hY2tub3dsZWRnZWRfYnkYAyABKAkiRQoaQWNrbm93bGVkZ2VGYWlsdXJlUmVzcG9uc2USJwoDam9iGAEgASgLMhoucHJvY2Vzc2dpdC51cGRhdGVyLnYxLkpvYirVAgoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSSk9CX1NUQVRFX1BMQU5OSU5HEAESGgoWSk9CX1NUQVRFX1NOQVBTSE9UVElORxACEhUKEUpPQl9TVEFURV9QVUxMSU5HEAMSFwoTSk9CX1NUQVRFX1ZFUklGWUlORxAEEhcKE0pPQl9TVEFURV9NSUdSQVRJTkcQBRIWChJKT0JfU1RBVEVfU1dBUFBJTkcQBhIcChhKT0JfU1RBVEVfSEVBTFRIQ0hFQ0tJTkcQBxIXChNKT0JfU1RBVEVfQ09NTUlUVEVEEAgSGgoWSk9CX1NUQVRFX1JPTExJTkdfQkFDSxAJEhkKFUpPQl9TVEFURV9ST0xMRURfQkFDSxAKEhQKEEpPQl9TVEFURV9GQUlMRUQQCxIVChFKT0JfU1RBVEVfQUJPUlRFRBAMKo4BCgpTdGVwU3RhdHVzEhsKF1NURVBfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTU1RFUF9TVEFUVVNfUlVOTklORxABEhkKFVNURVBfU1RBVFVTX1NVQ0NFRURFRBACEhYKElNURVBfU1RBVFVTX0ZBSUxFRBADEhcKE1NURVBfU1RBVFVTX1NLSVBQRUQQBCqYAQoMVXBkYXRlclN0YXRlEh0KGVVQREFURVJfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJVUERBVEVSX1NUQVRFX0lETEUQARIWChJVUERBVEVSX1NUQVRFX0JVU1kQAhIdChlVUERBVEVSX1NUQVRFX1JFQ09OQ0lMSU5HEAMSGgoWVVBEQVRFUl9TVEFURV9TVE9QUElORxAEKk4KB0NoYW5uZWwSFwoTQ0hBTk5FTF9VTlNQRUNJRklFRBAAEhIKDkNIQU5ORUxfU1RBQkxFEAESFgoSQ0hBTk5FTF9QUkVSRUxFQVNFEAIy3QUKDlVwZGF0ZXJTZXJ2aWNlEloKBlN0YXR1cxIkLnByb2Nlc3NnaXQudXBkYXRlci52MS5TdGF0dXNSZXF1ZXN0GiUucHJvY2Vzc2dpdC51cGRhdGVyLnYxLlN0YXR1c1Jlc3BvbnNlIgOQAgESbwoNTGF0ZXN0UmVsZWFzZRIrLnByb2Nlc3NnaXQudXBkYXRlci52MS5MYXRlc3RSZWxlYXNlUmVxdWVzdBosLnByb2Nlc3NnaXQudXBkYXRlci52MS5MYXRlc3RSZWxlYXNlUmVzcG9uc2UiA5ACARJkCgtTdGFydFVwZGF0ZRIpLnByb2Nlc3NnaXQudXBkYXRlci52MS5TdGFydFVwZGF0ZVJlcXVlc3QaKi5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuU3RhcnRVcGRhdGVSZXNwb25zZRJaCgZHZXRKb2ISJC5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuR2V0Sm9iUmVxdWVzdBolLnByb2Nlc3NnaXQudXBkYXRlci52MS5HZXRKb2JSZXNwb25zZSIDkAIBEl0KB0hpc3RvcnkSJS5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuSGlzdG9yeVJlcXVlc3QaJi5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuSGlzdG9yeVJlc3BvbnNlIgOQAgESXQoIV2F0Y2hKb2ISJi5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuV2F0Y2hKb2JSZXF1ZXN0GicucHJvY2Vzc2dpdC51cGRhdGVyLnYxLldhdGNoSm9iUmVzcG9uc2UwARJ+ChJBY2tub3dsZWRnZUZhaWx1cmUSMC5wcm9jZXNzZ2l0LnVwZGF0ZXIudjEuQWNrbm93bGVkZ2VGYWlsdXJlUmVxdWVzdBoxLnByb2Nlc3NnaXQudXBkYXRlci52MS5BY2tub3dsZWRnZUZhaWx1cmVSZXNwb25zZSIDkAICYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * Progress is the measurable progress of a long step, such as the bytes of an image pull.
@@ -227,6 +232,107 @@ export const VerificationSchema: GenMessage<Verification> = /*@__PURE__*/
   messageDesc(file_processgit_updater_v1_updater, 3);
 
 /**
+ * Acknowledgement records that an operator repaired the app after a FAILED job.
+ *
+ * @generated from message processgit.updater.v1.Acknowledgement
+ */
+export type Acknowledgement = Message<"processgit.updater.v1.Acknowledgement"> & {
+  /**
+   * When the acknowledgement was recorded.
+   *
+   * @generated from field: google.protobuf.Timestamp acknowledged_at = 1;
+   */
+  acknowledgedAt?: Timestamp | undefined;
+
+  /**
+   * Who acknowledged, as the caller said (free text; the updater cannot check it, every caller holds
+   * the same token). Empty when not given.
+   *
+   * @generated from field: string acknowledged_by = 2;
+   */
+  acknowledgedBy: string;
+
+  /**
+   * What the operator did, as the caller said. Empty when not given.
+   *
+   * @generated from field: string note = 3;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message processgit.updater.v1.Acknowledgement.
+ * Use `create(AcknowledgementSchema)` to create a new message.
+ */
+export const AcknowledgementSchema: GenMessage<Acknowledgement> = /*@__PURE__*/
+  messageDesc(file_processgit_updater_v1_updater, 4);
+
+/**
+ * DataRestore says what a rollback did to the app's data: whether it had to put the data back, from
+ * which snapshot, and which writes that discarded. After a restore the app has its data exactly as
+ * it was at `point_at`; anything written after that is gone. That is what the new version accepted
+ * (user changes, uploads, new records) between `discarded_from` and `discarded_until`: if people
+ * used the new version in that window, their changes must be made again.
+ *
+ * @generated from message processgit.updater.v1.DataRestore
+ */
+export type DataRestore = Message<"processgit.updater.v1.DataRestore"> & {
+  /**
+   * Whether the data had to be restored: true when the new version's code had run on it (its
+   * migration or its container had started). False: the data was never touched by the new version
+   * and nothing was discarded.
+   *
+   * @generated from field: bool needed = 1;
+   */
+  needed: boolean;
+
+  /**
+   * The snapshot the data was restored from (the folder name under the snapshot directory).
+   *
+   * @generated from field: string snapshot = 2;
+   */
+  snapshot: string;
+
+  /**
+   * The snapshot's consistency point: when the previous version stopped writing. The restored data
+   * is the data as of this moment.
+   *
+   * @generated from field: google.protobuf.Timestamp point_at = 3;
+   */
+  pointAt?: Timestamp | undefined;
+
+  /**
+   * Start of the discarded window: when the new version's code first ran on the data (its
+   * migration, or the start of its container).
+   *
+   * @generated from field: google.protobuf.Timestamp discarded_from = 4;
+   */
+  discardedFrom?: Timestamp | undefined;
+
+  /**
+   * End of the discarded window: when the new version was stopped.
+   *
+   * @generated from field: google.protobuf.Timestamp discarded_until = 5;
+   */
+  discardedUntil?: Timestamp | undefined;
+
+  /**
+   * True once the data is back as it was at `point_at`. False while `needed` is true means the
+   * restore did not finish: the job's error and manual steps say what to do.
+   *
+   * @generated from field: bool done = 6;
+   */
+  done: boolean;
+};
+
+/**
+ * Describes the message processgit.updater.v1.DataRestore.
+ * Use `create(DataRestoreSchema)` to create a new message.
+ */
+export const DataRestoreSchema: GenMessage<DataRestore> = /*@__PURE__*/
+  messageDesc(file_processgit_updater_v1_updater, 5);
+
+/**
  * Job is one update attempt, from request to a terminal state.
  *
  * @generated from message processgit.updater.v1.Job
@@ -357,6 +463,22 @@ export type Job = Message<"processgit.updater.v1.Job"> & {
    * @generated from field: uint32 recoveries = 18;
    */
   recoveries: number;
+
+  /**
+   * For a FAILED job: set once an operator acknowledged it (AcknowledgeFailure). A FAILED job without
+   * it blocks new updates.
+   *
+   * @generated from field: processgit.updater.v1.Acknowledgement acknowledgement = 19;
+   */
+  acknowledgement?: Acknowledgement | undefined;
+
+  /**
+   * What a rollback did to the app's data (which snapshot, which writes were discarded); unset when
+   * the job was not rolled back or the rollback did not get as far as deciding.
+   *
+   * @generated from field: processgit.updater.v1.DataRestore data_restore = 20;
+   */
+  dataRestore?: DataRestore | undefined;
 };
 
 /**
@@ -364,7 +486,7 @@ export type Job = Message<"processgit.updater.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 4);
+  messageDesc(file_processgit_updater_v1_updater, 6);
 
 /**
  * JobCounts counts the jobs in the history by outcome.
@@ -413,7 +535,7 @@ export type JobCounts = Message<"processgit.updater.v1.JobCounts"> & {
  * Use `create(JobCountsSchema)` to create a new message.
  */
 export const JobCountsSchema: GenMessage<JobCounts> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 5);
+  messageDesc(file_processgit_updater_v1_updater, 7);
 
 /**
  * StatusRequest takes no parameters.
@@ -428,7 +550,7 @@ export type StatusRequest = Message<"processgit.updater.v1.StatusRequest"> & {
  * Use `create(StatusRequestSchema)` to create a new message.
  */
 export const StatusRequestSchema: GenMessage<StatusRequest> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 6);
+  messageDesc(file_processgit_updater_v1_updater, 8);
 
 /**
  * StatusResponse describes the updater and the app it manages.
@@ -505,6 +627,14 @@ export type StatusResponse = Message<"processgit.updater.v1.StatusResponse"> & {
    * @generated from field: google.protobuf.Timestamp last_committed_at = 10;
    */
   lastCommittedAt?: Timestamp | undefined;
+
+  /**
+   * The FAILED job not yet acknowledged that blocks new updates (the newest, if several); unset when
+   * none does. Follow its `error.manual_steps`, then call AcknowledgeFailure with its id.
+   *
+   * @generated from field: processgit.updater.v1.Job blocking_job = 11;
+   */
+  blockingJob?: Job | undefined;
 };
 
 /**
@@ -512,7 +642,7 @@ export type StatusResponse = Message<"processgit.updater.v1.StatusResponse"> & {
  * Use `create(StatusResponseSchema)` to create a new message.
  */
 export const StatusResponseSchema: GenMessage<StatusResponse> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 7);
+  messageDesc(file_processgit_updater_v1_updater, 9);
 
 /**
  * LatestReleaseRequest says which channel to look at.
@@ -533,7 +663,7 @@ export type LatestReleaseRequest = Message<"processgit.updater.v1.LatestReleaseR
  * Use `create(LatestReleaseRequestSchema)` to create a new message.
  */
 export const LatestReleaseRequestSchema: GenMessage<LatestReleaseRequest> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 8);
+  messageDesc(file_processgit_updater_v1_updater, 10);
 
 /**
  * Release is a published release as the release source reports it. Its fields are informational:
@@ -590,7 +720,7 @@ export type Release = Message<"processgit.updater.v1.Release"> & {
  * Use `create(ReleaseSchema)` to create a new message.
  */
 export const ReleaseSchema: GenMessage<Release> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 9);
+  messageDesc(file_processgit_updater_v1_updater, 11);
 
 /**
  * LatestReleaseResponse is the newest release of the channel.
@@ -626,7 +756,7 @@ export type LatestReleaseResponse = Message<"processgit.updater.v1.LatestRelease
  * Use `create(LatestReleaseResponseSchema)` to create a new message.
  */
 export const LatestReleaseResponseSchema: GenMessage<LatestReleaseResponse> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 10);
+  messageDesc(file_processgit_updater_v1_updater, 12);
 
 /**
  * StartUpdateRequest names the release to install.
@@ -656,7 +786,7 @@ export type StartUpdateRequest = Message<"processgit.updater.v1.StartUpdateReque
  * Use `create(StartUpdateRequestSchema)` to create a new message.
  */
 export const StartUpdateRequestSchema: GenMessage<StartUpdateRequest> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 11);
+  messageDesc(file_processgit_updater_v1_updater, 13);
 
 /**
  * StartUpdateResponse carries the new job.
@@ -677,7 +807,7 @@ export type StartUpdateResponse = Message<"processgit.updater.v1.StartUpdateResp
  * Use `create(StartUpdateResponseSchema)` to create a new message.
  */
 export const StartUpdateResponseSchema: GenMessage<StartUpdateResponse> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 12);
+  messageDesc(file_processgit_updater_v1_updater, 14);
 
 /**
  * GetJobRequest names a job.
@@ -698,7 +828,7 @@ export type GetJobRequest = Message<"processgit.updater.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 13);
+  messageDesc(file_processgit_updater_v1_updater, 15);
 
 /**
  * GetJobResponse carries the job.
@@ -719,7 +849,7 @@ export type GetJobResponse = Message<"processgit.updater.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 14);
+  messageDesc(file_processgit_updater_v1_updater, 16);
 
 /**
  * HistoryRequest bounds the answer.
@@ -740,7 +870,7 @@ export type HistoryRequest = Message<"processgit.updater.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 15);
+  messageDesc(file_processgit_updater_v1_updater, 17);
 
 /**
  * HistoryResponse lists jobs, newest first.
@@ -761,7 +891,7 @@ export type HistoryResponse = Message<"processgit.updater.v1.HistoryResponse"> &
  * Use `create(HistoryResponseSchema)` to create a new message.
  */
 export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 16);
+  messageDesc(file_processgit_updater_v1_updater, 18);
 
 /**
  * WatchJobRequest names the job to follow.
@@ -782,7 +912,7 @@ export type WatchJobRequest = Message<"processgit.updater.v1.WatchJobRequest"> &
  * Use `create(WatchJobRequestSchema)` to create a new message.
  */
 export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 17);
+  messageDesc(file_processgit_updater_v1_updater, 19);
 
 /**
  * WatchJobResponse is one complete snapshot of the watched job.
@@ -803,7 +933,63 @@ export type WatchJobResponse = Message<"processgit.updater.v1.WatchJobResponse">
  * Use `create(WatchJobResponseSchema)` to create a new message.
  */
 export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*/
-  messageDesc(file_processgit_updater_v1_updater, 18);
+  messageDesc(file_processgit_updater_v1_updater, 20);
+
+/**
+ * AcknowledgeFailureRequest names the FAILED job an operator repaired after.
+ *
+ * @generated from message processgit.updater.v1.AcknowledgeFailureRequest
+ */
+export type AcknowledgeFailureRequest = Message<"processgit.updater.v1.AcknowledgeFailureRequest"> & {
+  /**
+   * The job id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * What the operator did, briefly (at most 2000 characters; line breaks and tabs allowed).
+   *
+   * @generated from field: string note = 2;
+   */
+  note: string;
+
+  /**
+   * Who acknowledges, for the record (at most 200 characters, one line), for example a name.
+   *
+   * @generated from field: string acknowledged_by = 3;
+   */
+  acknowledgedBy: string;
+};
+
+/**
+ * Describes the message processgit.updater.v1.AcknowledgeFailureRequest.
+ * Use `create(AcknowledgeFailureRequestSchema)` to create a new message.
+ */
+export const AcknowledgeFailureRequestSchema: GenMessage<AcknowledgeFailureRequest> = /*@__PURE__*/
+  messageDesc(file_processgit_updater_v1_updater, 21);
+
+/**
+ * AcknowledgeFailureResponse carries the acknowledged job.
+ *
+ * @generated from message processgit.updater.v1.AcknowledgeFailureResponse
+ */
+export type AcknowledgeFailureResponse = Message<"processgit.updater.v1.AcknowledgeFailureResponse"> & {
+  /**
+   * The job, with its `acknowledgement`.
+   *
+   * @generated from field: processgit.updater.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message processgit.updater.v1.AcknowledgeFailureResponse.
+ * Use `create(AcknowledgeFailureResponseSchema)` to create a new message.
+ */
+export const AcknowledgeFailureResponseSchema: GenMessage<AcknowledgeFailureResponse> = /*@__PURE__*/
+  messageDesc(file_processgit_updater_v1_updater, 22);
 
 /**
  * JobState is where a job is in the update state machine.
@@ -869,7 +1055,9 @@ export enum JobState {
   HEALTHCHECKING = 7,
 
   /**
-   * Terminal: the new version runs and is healthy; the old container is gone.
+   * Terminal: the new version runs and passed its health verdict. The job is recorded committed
+   * before the previous container (and image) is removed; that cleanup is its last step, best effort:
+   * the step says whether it succeeded. A watcher gets the committed snapshot once it has ended.
    *
    * @generated from enum value: JOB_STATE_COMMITTED = 8;
    */
@@ -890,7 +1078,8 @@ export enum JobState {
   ROLLED_BACK = 10,
 
   /**
-   * Terminal: the rollback itself failed. A human must act: `error.manual_steps` says what to do.
+   * Terminal: the rollback itself failed. A human must act: `error.manual_steps` says what to do,
+   * then AcknowledgeFailure; until then no new update starts.
    *
    * @generated from enum value: JOB_STATE_FAILED = 11;
    */
@@ -1074,7 +1263,9 @@ export const UpdaterService: GenService<{
    * StartUpdate creates an update job to the release with the given tag and returns at once with the
    * job; the work runs in the background and is not cancelled when the caller goes away.
    * Errors: INVALID_ARGUMENT for an empty or malformed tag, ALREADY_EXISTS (naming the active job)
-   * while another job runs, UNAVAILABLE while the updater reconciles an interrupted job or shuts down.
+   * while another job runs, FAILED_PRECONDITION (naming the job, with the commands to run) while a
+   * FAILED job has not been acknowledged, UNAVAILABLE while the updater reconciles an interrupted
+   * job or shuts down.
    *
    * @generated from rpc processgit.updater.v1.UpdaterService.StartUpdate
    */
@@ -1117,6 +1308,22 @@ export const UpdaterService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchJobRequestSchema;
     output: typeof WatchJobResponseSchema;
+  },
+  /**
+   * AcknowledgeFailure records that an operator followed the manual steps of a FAILED job and the app
+   * is repaired: who, when and a short note go on the job (`acknowledgement`), durably. Until then no
+   * new update starts and the job and its snapshot are kept however old they get. Idempotent: a job
+   * already acknowledged is returned unchanged (the first acknowledgement stands).
+   * Errors: FAILED_PRECONDITION for a job that is not FAILED, NOT_FOUND for an unknown id,
+   * INVALID_ARGUMENT for an empty or malformed id, or a note or name too long or with control
+   * characters.
+   *
+   * @generated from rpc processgit.updater.v1.UpdaterService.AcknowledgeFailure
+   */
+  acknowledgeFailure: {
+    methodKind: "unary";
+    input: typeof AcknowledgeFailureRequestSchema;
+    output: typeof AcknowledgeFailureResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_processgit_updater_v1_updater, 0);
