@@ -293,8 +293,12 @@ describe("reflection and health on a real server", () => {
         "GetJob",
         "History",
         "WatchJob",
+        "AcknowledgeFailure",
       ]);
       expect(updater?.messageType.map((m) => m.name)).toContain("Job");
+      expect(updater?.messageType.map((m) => m.name)).toEqual(
+        expect.arrayContaining(["Acknowledgement", "DataRestore", "AcknowledgeFailureRequest"]),
+      );
       expect(timestamp?.messageType.map((m) => m.name)).toEqual(["Timestamp"]);
     });
 

@@ -287,7 +287,7 @@ export type DataRestore = Message<"processgit.updater.v1.DataRestore"> & {
   needed: boolean;
 
   /**
-   * The snapshot the data was restored from (the folder name under the snapshot directory).
+   * The id of the snapshot the data was restored from, as the updater's snapshots are named.
    *
    * @generated from field: string snapshot = 2;
    */
