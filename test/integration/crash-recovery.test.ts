@@ -22,7 +22,7 @@ import {
   useEngineSuite,
   waitServing,
 } from "../helpers/app-fixture.js";
-import { docker } from "../helpers/docker.js";
+import { docker, runOnce } from "../helpers/docker.js";
 import type { UpdateProcessConfig } from "../helpers/update-process.js";
 
 const root = join(import.meta.dirname, "../..");
@@ -43,7 +43,11 @@ function updater(config: UpdateProcessConfig): Proc {
     [join(root, "dist/test/helpers/update-process.js"), JSON.stringify(config)],
     {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { PATH: process.env.PATH, DOCKER_HOST: suite.env.dockerHost },
+      env: {
+        PATH: process.env.PATH,
+        DOCKER_HOST: suite.env.dockerHost,
+        ...(process.env.PGU_HELPER_IMAGE ? { PGU_HELPER_IMAGE: process.env.PGU_HELPER_IMAGE } : {}),
+      },
     },
   );
   const lines: string[] = [];
@@ -113,8 +117,67 @@ async function killAndRestart(
 const MIGRATE = {
   required: true,
   command: ["/bin/sh", "/opt/app/migrate.sh"],
-  estimated_downtime_seconds: 0,
+  downtime: true,
+  estimated_downtime_seconds: 5,
 };
+
+/** Adds `mb` MiB of random data to the app's volume, so that copying it takes a while. */
+async function addBigFile(app: App, mb: number): Promise<void> {
+  await runOnce(
+    suite.janitor,
+    v1().ref,
+    ["/bin/sh", "-c", `dd if=/dev/urandom of=/data/big bs=1M count=${mb} 2>/dev/null`],
+    {
+      mounts: [`${app.volume}:/data`],
+    },
+  );
+}
+
+/** Waits until the journal's last intent contains `intent` (polled every 5 ms), then kills the updater. */
+async function killAtIntent(p: Proc, app: App, intent: string, delayMs = 0): Promise<void> {
+  const stateFile = join(suite.work, app.name, "state", "state.json");
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const text = await readFile(stateFile, "utf8").catch(() => "");
+    const m = /"intent":\s*"([^"]*)"/.exec(text);
+    if (m?.[1]?.includes(intent)) break;
+    if (Date.now() > deadline) throw new Error(`never saw the intent ${intent}:\n${p.lines.join("\n")}`);
+    if (p.child.exitCode !== null)
+      throw new Error(`the updater exited before ${intent}:\n${p.lines.join("\n")}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+  p.child.kill("SIGKILL");
+  await p.exited;
+}
+
+/** sha256 of every file of a snapshot's trees, to prove a later job leaves it untouched. */
+async function snapshotPrint(app: App, id: string): Promise<string> {
+  return runOnce(
+    suite.janitor,
+    v1().ref,
+    ["/bin/sh", "-c", "cd /s && find . -type f | sort | xargs sha256sum"],
+    { mounts: [`${join(suite.work, app.name, "snapshots", id)}:/s:ro`] },
+  );
+}
+
+async function leftovers(app: App): Promise<{ helpers: string; partials: string[] }> {
+  const helpers = (
+    await docker([
+      "ps",
+      "-aq",
+      "--filter",
+      "label=io.processgit.updater.role=snapshot",
+      "--filter",
+      `name=pgu-snapshot-`,
+    ])
+  ).trim();
+  const { readdir } = await import("node:fs/promises");
+  const partials = (
+    await readdir(join(suite.work, app.name, "snapshots")).catch(() => [] as string[])
+  ).filter((n) => n.endsWith(".partial"));
+  return { helpers, partials };
+}
 
 describe("kill -9 of the updater mid-update, then a restart", () => {
   it("during the pull: the job is closed, nothing changed, v1 serves on its data", async () => {
@@ -196,4 +259,88 @@ describe("kill -9 of the updater mid-update, then a restart", () => {
     expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
     expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
   }, 120_000);
+
+  it("during the bulk copy of the snapshot: aborted, the helper and the partial snapshot are gone, v1 serves", async () => {
+    const app = await startApp(suite.janitor, v1());
+    await addBigFile(app, 300);
+    const before = await fingerprint(suite.janitor, v1().ref, app.volume);
+    const config = configFor(app, MIGRATE);
+    const first = updater(config("update"));
+    await killAtIntent(first, app, "live bulk copy", 150);
+    const second = updater(config("reconcile"));
+    expect(await second.exited, second.lines.join("\n")).toBe(0);
+    const job = result(second);
+    expect(job.state, JSON.stringify(job.error)).toBe("aborted");
+    expect(await serving(app.port)).toBe("1.0.0");
+    expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
+    expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
+    expect(await leftovers(app)).toEqual({ helpers: "", partials: [] });
+  }, 180_000);
+
+  it("at the consistency point (the final pass): rolled back without a restore, the previous snapshot untouched", async () => {
+    const app = await startApp(suite.janitor, v1());
+    await addBigFile(app, 200);
+    const config = configFor(app, MIGRATE);
+    // A first update that rolls back leaves a complete snapshot behind.
+    const neverHealthy = (mode: "update" | "reconcile") => ({
+      ...config(mode),
+      tag: `v${(suite.fixtures["never-healthy"] as Fixture).version}`,
+      manifest: { image: imageOf(suite.fixtures["never-healthy"] as Fixture), migration: MIGRATE },
+    });
+    const warmup = updater(neverHealthy("update"));
+    expect(await warmup.exited, warmup.lines.join("\n")).toBe(0);
+    const firstJob = result(warmup);
+    expect(firstJob.state).toBe("rolled_back");
+    const kept = firstJob.journal.facts["snapshot.id"] as string;
+    const keptPrint = await snapshotPrint(app, kept);
+    // The big file changes after the bulk copy, so the final pass has 200 MiB to compare.
+    await runOnce(suite.janitor, v1().ref, ["/bin/sh", "-c", "echo changed >> /data/big"], {
+      mounts: [`${app.volume}:/data`],
+    });
+    const before = await fingerprint(suite.janitor, v1().ref, app.volume);
+    const first = updater(config("update"));
+    await killAtIntent(first, app, "the consistency point", 30);
+    const second = updater(config("reconcile"));
+    expect(await second.exited, second.lines.join("\n")).toBe(0);
+    const job = result(second);
+    expect(job.state, JSON.stringify(job.error)).toBe("rolled_back");
+    expect(job.journal.facts["restore.needed"]).toBe("false");
+    await waitServing(app.port, "1.0.0");
+    expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
+    expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
+    expect(await snapshotPrint(app, kept)).toBe(keptPrint);
+    expect(await leftovers(app)).toEqual({ helpers: "", partials: [] });
+  }, 240_000);
+
+  it("during the restore: the restart restores again, v1 serves on exactly its data", async () => {
+    const app = await startApp(suite.janitor, v1());
+    await addBigFile(app, 200);
+    const before = await fingerprint(suite.janitor, v1().ref, app.volume);
+    // The migration rewrites the big file, so the restore has 200 MiB to put back.
+    const rewrite = {
+      ...MIGRATE,
+      command: [
+        "/bin/sh",
+        "-c",
+        "/bin/sh /opt/app/migrate.sh && dd if=/dev/urandom of=/data/big bs=1M count=200 conv=notrunc 2>/dev/null",
+      ],
+    };
+    const config = configFor(app, rewrite);
+    const neverHealthy = (mode: "update" | "reconcile") => ({
+      ...config(mode),
+      tag: `v${(suite.fixtures["never-healthy"] as Fixture).version}`,
+      manifest: { image: imageOf(suite.fixtures["never-healthy"] as Fixture), migration: rewrite },
+    });
+    const first = updater(neverHealthy("update"));
+    await killAtIntent(first, app, "restore the snapshot", 100);
+    const second = updater(neverHealthy("reconcile"));
+    expect(await second.exited, second.lines.join("\n")).toBe(0);
+    const job = result(second);
+    expect(job.state, JSON.stringify(job.error)).toBe("rolled_back");
+    expect(job.recoveries).toBe(1);
+    expect(job.journal.facts["restore.done"]).toBe("true");
+    await waitServing(app.port, "1.0.0");
+    expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
+    expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
+  }, 240_000);
 });
