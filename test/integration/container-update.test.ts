@@ -195,7 +195,11 @@ describe("updates on a real engine", () => {
       `docker ps -a --filter label=io.processgit.updater.job=${started.id}`,
     );
     expect(end?.error?.manualSteps).toContain("restore the data");
-    expect(end?.error?.manualSteps).toContain(join(suite.work, app.name, "snapshots", started.id));
+    // A command that copies the snapshot's tree back, with the store mounted where it is.
+    expect(end?.error?.manualSteps).toContain(`${join(suite.work, app.name, "snapshots")}:/pgu/store:ro`);
+    expect(end?.error?.manualSteps).toContain(`cp -a /pgu/store/${started.id}/m0/. /restore/`);
+    // The new container was not removed: the previous one could not be brought back.
+    expect(await appContainers(app.name)).toHaveLength(1);
   }, 120_000);
 
   it("the previous container removed mid-health-check: the rollback re-creates it from its saved configuration", async () => {
@@ -220,6 +224,105 @@ describe("updates on a real engine", () => {
     expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
     expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
   }, 120_000);
+
+  it("an online migration (the app serves through it): a failed migration restores the point taken before it; a failed new version restores the one taken at the swap", async () => {
+    const failing = await startApp(suite.janitor, v1());
+    const before = await fingerprint(suite.janitor, v1().ref, failing.volume);
+    const failed = await update(failing, "migration-fails", { online: true });
+    expect(failed.state, explain(failed)).toBe("rolled_back");
+    expect(failed.journal.facts["restore.snapshot"]).toBe(failed.id);
+    await waitServing(failing.port, "1.0.0");
+    expect(await fingerprint(suite.janitor, v1().ref, failing.volume)).toBe(before);
+    const migrate = failed.steps.find((s) => s.state === "migrating");
+    expect(migrate?.output).toContain("the app has been frozen for");
+
+    // The migration succeeds and the previous version serves on the migrated data until the swap:
+    // that is the data it last wrote, and what a failed new version gives back.
+    const app = await startApp(suite.janitor, v1());
+    const job = await update(app, "never-healthy", { online: true });
+    expect(job.state, explain(job)).toBe("rolled_back");
+    expect(job.journal.facts["restore.snapshot"]).toBe(`${job.id}.2`);
+    await waitServing(app.port, "1.0.0");
+    const after = await fingerprint(suite.janitor, v1().ref, app.volume);
+    expect(after).toContain("./log.txt");
+    expect(after).toContain("./seed 0:0 640");
+  }, 180_000);
+
+  it("only app data is restored: a read-only bind and a single-file bind are left alone, the restart policy is parked while the previous container is kept", async () => {
+    const port = 28_000 + Math.floor(Math.random() * 150);
+    const name = suite.janitor.name(`mounts-${port}`);
+    const volume = suite.janitor.volume(`${name}-data`);
+    const host = join(suite.work, name);
+    const { mkdir, writeFile, readFile: read } = await import("node:fs/promises");
+    await mkdir(join(host, "ro"), { recursive: true });
+    await mkdir(join(host, "rw"), { recursive: true });
+    await writeFile(join(host, "ro", "config"), "read-only config\n");
+    await writeFile(join(host, "rw", "state"), "rw state v1\n");
+    await writeFile(join(host, "app.conf"), "single file\n");
+    await docker(["volume", "create", volume]);
+    suite.janitor.container(name);
+    suite.janitor.onCleanup(async () => {
+      const ids = (await docker(["ps", "-aq", "--filter", `name=^/${name}`])).split("\n").filter(Boolean);
+      if (ids.length > 0) await docker(["rm", "-f", ...ids]);
+    });
+    await docker([
+      "run",
+      "-d",
+      "--name",
+      name,
+      "--network",
+      "host",
+      "--init",
+      "--restart",
+      "always",
+      "-e",
+      `APP_PORT=${port}`,
+      "-v",
+      `${volume}:/data`,
+      "-v",
+      `${join(host, "ro")}:/etc/app-ro:ro`,
+      "-v",
+      `${join(host, "rw")}:/srv/rw`,
+      "-v",
+      `${join(host, "app.conf")}:/etc/app.conf:ro`,
+      v1().ref,
+    ]);
+    await waitServing(port, "1.0.0");
+    const app = { name, volume, port };
+    const { runner, tag } = runnerFor(app, "never-healthy");
+    await runner.open();
+    const started = await runner.start({ tag });
+    let parked = "";
+    let end: Job | undefined;
+    for await (const job of runner.watch(started.id)) {
+      if (!parked && job.state === "healthchecking") {
+        parked = (
+          await docker([
+            "inspect",
+            "-f",
+            "{{.HostConfig.RestartPolicy.Name}}",
+            job.journal.facts["app.id"] ?? "",
+          ])
+        ).trim();
+        // The new version writes to every mount it can.
+        await writeFile(join(host, "rw", "state"), "rw state written by v2\n");
+      }
+      end = job;
+    }
+    expect(end?.state, end && explain(end)).toBe("rolled_back");
+    expect(parked).toBe("no");
+    expect((await docker(["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", name])).trim()).toBe(
+      "always",
+    );
+    await waitServing(port, "1.0.0");
+    expect(await read(join(host, "rw", "state"), "utf8")).toBe("rw state v1\n");
+    expect(await read(join(host, "ro", "config"), "utf8")).toBe("read-only config\n");
+    expect(await read(join(host, "app.conf"), "utf8")).toBe("single file\n");
+    const preflight = end?.steps.find((s) => s.title === "pre-flight checks")?.output ?? "";
+    expect(preflight).toContain("/etc/app-ro (bind");
+    expect(preflight).toMatch(/\/etc\/app-ro \(bind [^)]*read-only\): not app data/);
+    expect(preflight).toMatch(/\/srv\/rw \(bind [^)]*\): app data/);
+  }, 180_000);
 
   it("a release that gets healthy slowly commits once the health check passes", async () => {
     const app = await startApp(suite.janitor, v1());
