@@ -999,10 +999,7 @@ export class DockerEngineApi implements ContainerEngine {
    * jobs that are over.
    */
   private async pruneSnapshots(ctx: StepContext): Promise<void> {
-    const protect = new Set<string>([
-      ctx.job.id,
-      ...((ctx as { keepSnapshotsOf?: readonly string[] }).keepSnapshotsOf ?? []),
-    ]);
+    const protect = new Set<string>([ctx.job.id, ...ctx.keepSnapshotsOf]);
     const all = await this.snapshots.list();
     const jobs: string[] = [];
     for (const m of all) if (!jobs.includes(m.job)) jobs.push(m.job);

@@ -455,7 +455,11 @@ export class JobRunner {
     try {
       const manifest = await this.plan(run);
       const phases: Array<[JobState, string, (ctx: StepContext) => Promise<unknown>]> = [
-        ["snapshotting", "snapshot the app's data", (ctx) => engine.snapshot(ctx)],
+        [
+          "snapshotting",
+          "snapshot the app's data while it serves (bulk copy)",
+          (ctx) => engine.snapshot(ctx),
+        ],
         [
           "pulling",
           `pull ${manifest.image.registry}/${manifest.image.repository}@${manifest.image.digest}`,

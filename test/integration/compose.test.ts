@@ -148,7 +148,9 @@ async function update(project: Project, variant: string, during?: (job: Job) => 
       migration: {
         required: true,
         command: ["/bin/sh", "/opt/app/migrate.sh"],
-        estimated_downtime_seconds: 0,
+        // The app stops for it: a rollback brings back the data exactly as before the update.
+        downtime: true,
+        estimated_downtime_seconds: 5,
       },
     }),
   });

@@ -189,7 +189,7 @@ describe("the updater's container image", () => {
     await docker(["start", updater.name]);
     await waitReady(updater);
     const again = await cli(updater, ["history"]);
-    expect(again.stdout).toContain("v2.0.0");
+    expect(again.stdout, `${again.code} ${again.stderr}`).toContain("v2.0.0");
     expect(again.stdout).toContain("committed");
   }, 240_000);
 

@@ -244,7 +244,7 @@ describe("the happy path", () => {
       ["planning", "read the running app", "succeeded"],
       ["planning", "validate release.json", "succeeded"],
       ["planning", "pre-flight checks", "succeeded"],
-      ["snapshotting", "snapshot the app's data", "succeeded"],
+      ["snapshotting", "snapshot the app's data while it serves (bulk copy)", "succeeded"],
       ["pulling", `pull registry.test/processgit@${DIGEST_V2}`, "succeeded"],
       ["verifying", `confirm the pulled image is ${DIGEST_V2}`, "succeeded"],
       ["migrating", "run the migration", "succeeded"],
