@@ -29,6 +29,7 @@ import {
   waitServing,
 } from "../helpers/app-fixture.js";
 import { docker, HELPER_IMAGE } from "../helpers/docker.js";
+import { run } from "../helpers/run.js";
 import { finished } from "../helpers/runner-harness.js";
 
 const suite = useEngineSuite("update");
@@ -172,6 +173,7 @@ describe("updates on a real engine", () => {
 
   it("a rollback that cannot finish ends failed, with the exact manual steps", async () => {
     const app = await startApp(suite.janitor, v1());
+    const before = await fingerprint(suite.janitor, v1().ref, app.volume);
     const { runner, tag } = runnerFor(app, "never-healthy");
     await runner.open();
     const started = await runner.start({ tag });
@@ -200,6 +202,12 @@ describe("updates on a real engine", () => {
     expect(end?.error?.manualSteps).toContain(`cp -a /pgu/store/${started.id}/m0/. /restore/`);
     // The new container was not removed: the previous one could not be brought back.
     expect(await appContainers(app.name)).toHaveLength(1);
+    // The printed restore command works as written, without the updater: the data comes back.
+    const command = /docker run --rm --user 0 (.*?) \(mount \/data\)/.exec(end?.error?.manualSteps ?? "");
+    expect(command, end?.error?.manualSteps).not.toBeNull();
+    await docker(["rm", "-f", app.name]);
+    await run("sh", ["-c", `docker run --rm --user 0 ${command?.[1]}`]);
+    expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
   }, 120_000);
 
   it("the previous container removed mid-health-check: the rollback re-creates it from its saved configuration", async () => {
