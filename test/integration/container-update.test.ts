@@ -28,7 +28,7 @@ import {
   useEngineSuite,
   waitServing,
 } from "../helpers/app-fixture.js";
-import { docker, HELPER_IMAGE } from "../helpers/docker.js";
+import { docker, HELPER_IMAGE, runOnce } from "../helpers/docker.js";
 import { run } from "../helpers/run.js";
 import { finished } from "../helpers/runner-harness.js";
 
@@ -44,7 +44,14 @@ const v1 = () => suite.fixtures.v1 as Fixture;
 function runnerFor(
   app: App,
   variant: string,
-  options: { soakMs?: number; healthUrl?: string; deadlineMs?: number; online?: boolean } = {},
+  options: {
+    soakMs?: number;
+    healthUrl?: string;
+    deadlineMs?: number;
+    online?: boolean;
+    snapshotKeep?: number;
+    snapshotDir?: string;
+  } = {},
 ): { runner: JobRunner; tag: string } {
   const fixture = suite.fixtures[variant];
   if (!fixture) throw new Error(`no fixture ${variant}`);
@@ -77,7 +84,8 @@ function runnerFor(
       dockerHost: suite.env.dockerHost,
       helperImage: HELPER_IMAGE,
       appContainer: app.name,
-      snapshotDir: join(suite.work, app.name, "snapshots"),
+      snapshotDir: options.snapshotDir ?? join(suite.work, app.name, "snapshots"),
+      ...(options.snapshotKeep ? { snapshotKeep: options.snapshotKeep } : {}),
       healthDeadlineMs: options.deadlineMs ?? 15_000,
       healthSoakMs: options.soakMs ?? 1500,
       ...(options.healthUrl ? { healthUrl: options.healthUrl } : {}),
@@ -331,6 +339,52 @@ describe("updates on a real engine", () => {
     expect(preflight).toMatch(/\/etc\/app-ro \(bind [^)]*read-only\): not app data/);
     expect(preflight).toMatch(/\/srv\/rw \(bind [^)]*\): app data/);
   }, 180_000);
+
+  it("snapshots: the newest are kept and share unchanged files; pre-flight refuses when what the snapshot adds does not fit", async () => {
+    const { readdir, stat, mkdir } = await import("node:fs/promises");
+    const app = await startApp(suite.janitor, v1());
+    await runOnce(
+      suite.janitor,
+      v1().ref,
+      ["/bin/sh", "-c", "dd if=/dev/urandom of=/data/big bs=1M count=20 2>/dev/null"],
+      {
+        mounts: [`${app.volume}:/data`],
+      },
+    );
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const job = await update(app, "never-healthy", { snapshotKeep: 2 });
+      expect(job.state, explain(job)).toBe("rolled_back");
+      ids.push(job.id);
+    }
+    const dir = join(suite.work, app.name, "snapshots");
+    const names = (await readdir(dir)).sort();
+    expect(names).toEqual([ids[1], ids[2], ".jobs"].sort());
+    expect((await readdir(join(dir, ".jobs"))).sort()).toEqual([ids[1], ids[2]].sort());
+    // The big file did not change: one file, two names.
+    const a = await stat(join(dir, ids[1] as string, "m0", "big"));
+    const b = await stat(join(dir, ids[2] as string, "m0", "big"));
+    expect(a.ino).toBe(b.ino);
+    expect(a.nlink).toBeGreaterThanOrEqual(2);
+    const snapshotStep = (await update(app, "never-healthy", { snapshotKeep: 2 })).steps.find(
+      (s) => s.state === "snapshotting",
+    );
+    expect(snapshotStep?.output).toContain("shared");
+
+    // A snapshot directory too small for what the new snapshot adds (a fresh store: all of it).
+    const small = join(suite.work, `${app.name}-small`);
+    await mkdir(small, { recursive: true });
+    await run("mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", small]);
+    try {
+      const refused = await update(app, "v2", { snapshotDir: small });
+      expect(refused.state, explain(refused)).toBe("aborted");
+      expect(refused.error?.reason).toBe("PREFLIGHT_FAILED");
+      expect(refused.error?.message).toContain("not enough disk for the snapshot");
+      expect(await serving(app.port)).toBe("1.0.0");
+    } finally {
+      await run("umount", [small]);
+    }
+  }, 240_000);
 
   it("a release that gets healthy slowly commits once the health check passes", async () => {
     const app = await startApp(suite.janitor, v1());
