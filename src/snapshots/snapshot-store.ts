@@ -70,7 +70,6 @@ interface Placement {
 }
 
 const DATA_ROOT = "/pgu/data";
-const POLL_MS = 3;
 
 /** The helper's source, read once: the helper is always the code of the updater that runs it. */
 let helperSource: { code: string; inputType: string } | undefined;
@@ -448,14 +447,17 @@ export class SnapshotSession {
 
   /** Another live pass, so that the frozen one has less to do. */
   catchup(signal: AbortSignal): Promise<PassAnswer> {
-    return this.command({ pass: "catchup" }, signal);
+    return this.command({ pass: "catchup" }, signal, 5);
   }
 
   /** The pass with the app stopped or frozen; `pointAt` is when it stopped writing. */
   async final(pointAt: Date, signal: AbortSignal): Promise<PassAnswer> {
-    const answer = await this.command({ pass: "final", pointAt: pointAt.toISOString() }, signal);
-    await this.client.wait(this.containerId, signal, { timeoutMs: 30_000 }).catch(() => {});
-    await this.close();
+    const answer = await this.command({ pass: "final", pointAt: pointAt.toISOString() }, signal, 1);
+    // The helper exits by itself; removing it is not part of the app's downtime.
+    void this.client
+      .wait(this.containerId, undefined, { timeoutMs: 10_000 })
+      .catch(() => {})
+      .then(() => this.close());
     return answer;
   }
 
@@ -465,17 +467,24 @@ export class SnapshotSession {
     await rm(this.mailbox, { recursive: true, force: true }).catch(() => {});
   }
 
-  private async command(cmd: { pass: string; pointAt?: string }, signal: AbortSignal): Promise<PassAnswer> {
+  private async command(
+    cmd: { pass: string; pointAt?: string },
+    signal: AbortSignal,
+    pollMs: number,
+  ): Promise<PassAnswer> {
     const n = this.next++;
     const temp = join(this.mailbox, `.cmd-${n}.json`);
     await writeFile(temp, JSON.stringify(cmd), { mode: 0o644 });
     const { rename } = await import("node:fs/promises");
     await rename(temp, join(this.mailbox, `cmd-${n}.json`));
-    return this.await(`ack-${n}.json`, signal);
+    return this.await(`ack-${n}.json`, signal, pollMs);
   }
 
-  /** Waits for an answer file, failing when the helper reports an error or stops. */
-  async await(file: string, signal: AbortSignal): Promise<PassAnswer> {
+  /**
+   * Waits for an answer file, failing when the helper reports an error or stops. Polled: the
+   * final pass's answer every millisecond (it ends the app's downtime), the bulk copy's rarely.
+   */
+  async await(file: string, signal: AbortSignal, pollMs = 25): Promise<PassAnswer> {
     let lastCheck = Date.now();
     for (;;) {
       signal.throwIfAborted();
@@ -507,7 +516,7 @@ export class SnapshotSession {
           );
         }
       }
-      await new Promise((r) => setTimeout(r, POLL_MS));
+      await new Promise((r) => setTimeout(r, pollMs));
     }
   }
 }
