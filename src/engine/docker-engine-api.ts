@@ -298,8 +298,14 @@ export class DockerEngineApi implements ContainerEngine {
       signal: ctx.signal,
     });
     this.sessions.set(id, session);
+    const skipped = mounts.filter((m) => session.bulk?.skipped?.includes(m.index)).map((m) => m.destination);
+    if (skipped.length > 0) {
+      await ctx.journal("bulk copy done", {
+        "snapshot.mounts": JSON.stringify(mounts.filter((m) => !session.bulk?.skipped?.includes(m.index))),
+      });
+    }
     ctx.output(
-      `bulk copy of ${mounts.map((m) => m.destination).join(", ") || "(no data mounts)"} while the app serves: ${describePass(session.bulk)}${session.base ? `; unchanged files shared with snapshot ${session.base}` : ""}\n`,
+      `bulk copy of ${mounts.map((m) => m.destination).join(", ") || "(no data mounts)"} while the app serves: ${describePass(session.bulk)}${session.base ? `; unchanged files shared with snapshot ${session.base}` : ""}${skipped.length ? `; left out (not directories: single-file binds are configuration, not data): ${skipped.join(", ")}` : ""}\n`,
     );
   }
 
@@ -749,12 +755,9 @@ export class DockerEngineApi implements ContainerEngine {
       "restore.discardedFrom": from,
       "restore.discardedUntil": stoppedAt,
     });
-    const result = await this.snapshots.restore({
-      jobId: ctx.job.id,
-      id,
-      mounts: manifest.mounts,
-      signal: ctx.signal,
-    });
+    // Only the mounts the snapshot holds a tree of (a file bind is left out of it).
+    const mounts = manifest.mounts.filter((m) => manifest.trees.some((t) => t.index === m.index));
+    const result = await this.snapshots.restore({ jobId: ctx.job.id, id, mounts, signal: ctx.signal });
     await ctx.journal("data restored", { "restore.done": "true" });
     for (const m of result.stats) {
       const mount = manifest.mounts.find((x) => x.index === m.index);

@@ -145,10 +145,19 @@ export class JobRunner {
   async open(): Promise<void> {
     const state = await this.opts.store.load();
     this.jobs = state.jobs.map(cloneJob);
-    await this.closeInterruptedCleanups();
+    const unfinished = await this.closeInterruptedCleanups();
     const interrupted = this.jobs.find((job) => !isTerminal(job.state));
     if (!interrupted) {
-      this.phase = "ready";
+      if (!unfinished) {
+        this.phase = "ready";
+        return;
+      }
+      // The cleanup of a committed job was cut short: it runs again before anything else (a new
+      // job's snapshot must not meet a prune of the old one's).
+      this.phase = "reconciling";
+      this.reconciliation = this.retryCleanup(unfinished).finally(() => {
+        if (this.phase === "reconciling") this.phase = "ready";
+      });
       return;
     }
     this.phase = "reconciling";
@@ -753,15 +762,19 @@ export class JobRunner {
   }
 
   /**
-   * At start: a committed job whose cleanup step was still running when the updater stopped. The
-   * cleanup is not retried (the update stands either way); the step says what was left.
+   * At start: steps of ended jobs left running by a stop. The cleanup of the newest committed job
+   * is returned to be run again (the update stands either way; the retry only tidies up).
    */
-  private async closeInterruptedCleanups(): Promise<void> {
+  private async closeInterruptedCleanups(): Promise<Job | undefined> {
+    let retry: Job | undefined;
     for (const [i, job] of this.jobs.entries()) {
       if (!isTerminal(job.state) || !job.steps.some((s) => s.status === "running")) continue;
       const committed = job.state === "committed";
+      const newest = committed && !retry && this.jobs.slice(0, i).every((j) => j.state !== "committed");
       const why = committed
-        ? "interrupted: the updater stopped before this cleanup finished; the previous container (and image) may still be there: docker ps -a lists it, remove it with docker rm when you no longer need it"
+        ? newest
+          ? "interrupted: the updater stopped before this cleanup finished; it runs again at the next start (below)"
+          : "interrupted: the updater stopped before this cleanup finished; the previous container (and image) may still be there: docker ps -a lists it, remove it with docker rm when you no longer need it"
         : "interrupted: the updater stopped while this step ran";
       const now = this.opts.clock.now();
       const next = revise(job, now, (draft) => {
@@ -781,6 +794,7 @@ export class JobRunner {
       try {
         await this.opts.store.save(next);
         this.jobs[i] = next;
+        if (newest) retry = next;
       } catch (err) {
         this.opts.log.warn("could not record the interrupted cleanup", {
           job: job.id,
@@ -788,6 +802,59 @@ export class JobRunner {
         });
       }
     }
+    return retry;
+  }
+
+  /** Runs the cleanup of a committed job again (best effort) and records how it went, as a step. */
+  private async retryCleanup(job: Job): Promise<void> {
+    const manifest = job.journal.manifest;
+    if (!manifest) return;
+    let output = "";
+    const ctx: StepContext = {
+      job: cloneJob(job),
+      manifest,
+      signal: new AbortController().signal,
+      keepSnapshotsOf: Object.freeze(this.jobs.filter(needsAcknowledgement).map((j) => j.id)),
+      output: (text) => {
+        output = appendBounded(output, text);
+      },
+      progress: () => {},
+      // The job is committed: nothing here can change its outcome, so there is nothing to journal.
+      journal: async () => {},
+    };
+    const startedAt = this.opts.clock.now().toISOString();
+    let error: string | undefined;
+    try {
+      await this.opts.engine.commit(ctx);
+    } catch (err) {
+      error = errorMessage(err);
+    }
+    const at = this.jobs.findIndex((j) => j.id === job.id);
+    const current = this.jobs[at];
+    if (!current) return;
+    const next = revise(current, this.opts.clock.now(), (draft) => {
+      draft.steps.push({
+        state: "committed",
+        title: `${CLEANUP_STEP_TITLE} (again, after a restart)`,
+        status: error ? "failed" : "succeeded",
+        startedAt,
+        endedAt: this.opts.clock.now().toISOString(),
+        output,
+        ...(error ? { error } : {}),
+      });
+    });
+    this.opts.log[error ? "warn" : "info"]("cleanup of a committed job run again after a restart", {
+      job: job.id,
+      ...(error ? { error } : {}),
+    });
+    await this.opts.store
+      .save(next)
+      .then(() => {
+        this.jobs[at] = next;
+      })
+      .catch((err: unknown) =>
+        this.opts.log.warn("could not record the cleanup", { job: job.id, error: errorMessage(err) }),
+      );
   }
 
   /**

@@ -688,7 +688,10 @@ function snapshotCommand(cfg: HelperConfig): void {
   const store = cfg.store;
   const id = required(cfg.id, "id");
   const mailbox = required(cfg.mailbox, "mailbox");
-  const mounts = cfg.mounts ?? [];
+  // A mount that is not a directory (a single-file bind such as /etc/localtime) is configuration:
+  // it is left out, and said so.
+  const skipped = (cfg.mounts ?? []).filter((m) => entryOf(m.path)?.type !== "dir").map((m) => m.index);
+  const mounts = (cfg.mounts ?? []).filter((m) => !skipped.includes(m.index));
   const partial = join(store, `${id}.partial`);
   const createdAt = new Date().toISOString();
   rmSync(partial, { recursive: true, force: true });
@@ -729,8 +732,8 @@ function snapshotCommand(cfg: HelperConfig): void {
     });
 
   let stats = pass(false);
-  writeDurable(join(mailbox, "ready.json"), JSON.stringify({ ok: true, pass: "bulk", stats }));
-  say("ready", { stats });
+  writeDurable(join(mailbox, "ready.json"), JSON.stringify({ ok: true, pass: "bulk", stats, skipped }));
+  say("ready", { stats, skipped });
 
   const idleLimit = cfg.idleLimitMs ?? 6 * 3600_000;
   let n = 1;
@@ -851,6 +854,7 @@ function estimateCommand(cfg: HelperConfig): void {
   const baseIndex = loadIndex(cfg.store, cfg.base);
   const mounts = [];
   for (const m of cfg.mounts ?? []) {
+    if (entryOf(m.path)?.type !== "dir") continue;
     const base = m.baseIndex !== undefined ? baseIndex?.[`m${m.baseIndex}`] : undefined;
     const idx = listTree(m.path);
     let files = 0;

@@ -524,6 +524,8 @@ export class SnapshotSession {
 export interface PassAnswer {
   ok: boolean;
   pass: string;
+  /** bulk: indexes of mounts left out because they are not directories. */
+  skipped?: number[];
   stats?: PassStats[];
   durableMs?: number;
 }

@@ -210,6 +210,8 @@ describe("updates on a real engine", () => {
     expect(end?.error?.manualSteps).toContain(`cp -a /pgu/store/${started.id}/m0/. /restore/`);
     // The new container was not removed: the previous one could not be brought back.
     expect(await appContainers(app.name)).toHaveLength(1);
+    // Nothing starts over the unrepaired app until a human acknowledges the job.
+    await expect(runner.start({ tag })).rejects.toThrow(/acknowledge/);
     // The printed restore command works as written, without the updater: the data comes back.
     const command = /docker run --rm --user 0 (.*?) \(mount \/data\)/.exec(end?.error?.manualSteps ?? "");
     expect(command, end?.error?.manualSteps).not.toBeNull();
@@ -275,6 +277,7 @@ describe("updates on a real engine", () => {
     await writeFile(join(host, "ro", "config"), "read-only config\n");
     await writeFile(join(host, "rw", "state"), "rw state v1\n");
     await writeFile(join(host, "app.conf"), "single file\n");
+    await writeFile(join(host, "timezone"), "Etc/UTC\n");
     await docker(["volume", "create", volume]);
     suite.janitor.container(name);
     suite.janitor.onCleanup(async () => {
@@ -301,6 +304,8 @@ describe("updates on a real engine", () => {
       `${join(host, "rw")}:/srv/rw`,
       "-v",
       `${join(host, "app.conf")}:/etc/app.conf:ro`,
+      "-v",
+      `${join(host, "timezone")}:/etc/timezone`,
       v1().ref,
     ]);
     await waitServing(port, "1.0.0");
@@ -334,6 +339,11 @@ describe("updates on a real engine", () => {
     expect(await read(join(host, "rw", "state"), "utf8")).toBe("rw state v1\n");
     expect(await read(join(host, "ro", "config"), "utf8")).toBe("read-only config\n");
     expect(await read(join(host, "app.conf"), "utf8")).toBe("single file\n");
+    expect(await read(join(host, "timezone"), "utf8")).toBe("Etc/UTC\n");
+    const bulk = end?.steps.find((s) => s.state === "snapshotting")?.output ?? "";
+    expect(bulk).toContain(
+      "left out (not directories: single-file binds are configuration, not data): /etc/timezone",
+    );
     const preflight = end?.steps.find((s) => s.title === "pre-flight checks")?.output ?? "";
     expect(preflight).toContain("/etc/app-ro (bind");
     expect(preflight).toMatch(/\/etc\/app-ro \(bind [^)]*read-only\): not app data/);

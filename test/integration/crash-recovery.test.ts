@@ -343,4 +343,31 @@ describe("kill -9 of the updater mid-update, then a restart", () => {
     expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toBe(before);
     expect(await appContainers(app.name)).toEqual([`${app.name} running ${v1().ref}`]);
   }, 240_000);
+
+  it("after the health verdict passed (before the commit is recorded, or during the cleanup): the restart rolls forward, v2 serves on the migrated data, the previous container is removed", async () => {
+    const app = await startApp(suite.janitor, v1());
+    const config = configFor(app, MIGRATE);
+    const first = updater(config("update"));
+    // The kill lands as soon as the verdict is journaled: before the commit is on disk, or during
+    // the cleanup after it (a few milliseconds apart); either way the update must stand.
+    const stateFile = join(suite.work, app.name, "state", "state.json");
+    const deadline = Date.now() + 60_000;
+    while (!(await readFile(stateFile, "utf8").catch(() => "")).includes('"verdict.passed"')) {
+      if (Date.now() > deadline || first.child.exitCode !== null)
+        throw new Error(`never saw the verdict:\n${first.lines.join("\n")}`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    first.child.kill("SIGKILL");
+    await first.exited;
+    const second = updater(config("reconcile"));
+    expect(await second.exited, second.lines.join("\n")).toBe(0);
+    const job = result(second);
+    expect(job.state, JSON.stringify(job.error)).toBe("committed");
+    await waitServing(app.port, "2.0.0");
+    const containers = await appContainers(app.name);
+    expect(containers, JSON.stringify(job.steps.slice(-3), null, 1)).toEqual([
+      `${app.name} running ${v2().repository}@${v2().digest}`,
+    ]);
+    expect(await fingerprint(suite.janitor, v1().ref, app.volume)).toContain("./log.txt");
+  }, 120_000);
 });

@@ -1250,7 +1250,7 @@ describe("the commit point: committed on disk before the cleanup", () => {
     expect(next.engine.calls).toEqual(["commit"]);
   });
 
-  it("a shutdown during the cleanup leaves the job committed; the next start closes the step, says so, and does not retry", async () => {
+  it("a shutdown during the cleanup leaves the job committed; the next start closes the step and runs the cleanup again before anything else", async () => {
     const h = await harness();
     const gate = h.engine.gate("commit");
     const job = await h.runner.start({ tag: "v2.0.0" });
@@ -1261,20 +1261,30 @@ describe("the commit point: committed on disk before the cleanup", () => {
     expect(stored?.steps.at(-1)).toMatchObject({ title: CLEANUP_STEP_TITLE, status: "running" });
 
     const lines: string[] = [];
-    const next = await harness({
+    const next = makeHarness({
       store: h.store,
       options: { log: createLogger("info", (line) => lines.push(line)) },
     });
+    await next.runner.open();
+    // Until the cleanup ran again, no update starts.
+    expect(next.runner.state).toBe("reconciling");
+    await next.runner.reconciled;
     const end = next.runner.get(job.id);
     expect(end.state).toBe("committed");
     expect(end.recoveries).toBe(0);
-    expect(end.steps.at(-1)).toMatchObject({ title: CLEANUP_STEP_TITLE, status: "failed" });
-    expect(end.steps.at(-1)?.error).toContain("the previous container (and image) may still be there");
+    expect(end.steps.at(-2)).toMatchObject({ title: CLEANUP_STEP_TITLE, status: "failed" });
+    expect(end.steps.at(-2)?.error).toContain("it runs again at the next start");
+    expect(end.steps.at(-1)).toMatchObject({
+      title: `${CLEANUP_STEP_TITLE} (again, after a restart)`,
+      status: "succeeded",
+    });
     expect(end.steps.every((s) => s.status !== "running")).toBe(true);
-    expect(next.engine.calls).toEqual([]);
+    expect(next.engine.calls).toEqual(["commit"]);
     expect(next.runner.state).toBe("idle");
-    const warning = lines.map((l) => JSON.parse(l)).find((e) => e.job === job.id && e.level === "warn");
-    expect(warning?.msg).toContain("the previous container is left in place");
+    const info = lines
+      .map((l) => JSON.parse(l))
+      .find((e) => e.job === job.id && e.msg?.includes("run again"));
+    expect(info).toBeDefined();
     // And it does not block the next update.
     expect((await finished(next.runner, (await next.runner.start({ tag: "v3.0.0" })).id)).state).toBe(
       "committed",
