@@ -65,16 +65,6 @@ if (withEngine) {
   ) as { images: Record<string, Fixture> };
   const v1 = fixtures.images.v1 as Fixture;
   v2 = fixtures.images.v2 as Fixture;
-  // The snapshot helper runs in an image with node; outside a container the updater cannot use its
-  // own, so the demo makes a small one from the checkout's Node.js (scripts/helper-image.sh).
-  process.env.PROCESSGIT_UPDATER_HELPER_IMAGE ??= execFileSync(
-    "bash",
-    [join(root, "scripts/helper-image.sh")],
-    {
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "inherit"],
-    },
-  ).trim();
   execFileSync("docker", ["rm", "-f", APP_NAME], { stdio: "ignore" });
   execFileSync("docker", ["volume", "create", `${APP_NAME}-data`], { stdio: "ignore" });
   execFileSync(

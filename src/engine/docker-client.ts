@@ -424,6 +424,48 @@ export class DockerClient {
   }
 
   /**
+   * POST /images/create?fromSrc=-: imports a root filesystem (a tar stream) as the image
+   * `repo:tag`, with one Dockerfile instruction in `changes` (e.g. a LABEL). The engine answers
+   * with a progress stream; an `error` line in it rejects.
+   */
+  async importImage(
+    tar: Readable,
+    options: { repo: string; tag: string; changes?: string; signal?: AbortSignal },
+  ): Promise<void> {
+    const apiPath = "/images/create";
+    try {
+      const opened = await this.open({
+        method: "POST",
+        path: apiPath,
+        query: { fromSrc: "-", repo: options.repo, tag: options.tag, changes: options.changes },
+        headers: { "content-type": "application/x-tar" },
+        body: tar,
+        signal: options.signal,
+      });
+      try {
+        const code = opened.res.statusCode ?? 0;
+        if (code !== 200) throw await this.httpError("POST", apiPath, opened, "importing an image");
+        const text = (await readAll(opened.res, MAX_ERROR_BODY)).toString("utf8");
+        const failed = /"error"\s*:\s*"([^"]*)"/.exec(text);
+        if (failed) {
+          throw new UpdaterError(
+            "failed_precondition",
+            `the engine refused to import ${options.repo}:${options.tag}: ${failed[1]}`,
+          );
+        }
+      } catch (err) {
+        opened.req.destroy();
+        throw opened.fail(err);
+      } finally {
+        opened.deadline.clear();
+      }
+    } catch (err) {
+      if (!tar.destroyed) tar.destroy(err instanceof Error ? err : undefined);
+      throw err;
+    }
+  }
+
+  /**
    * POST /containers/{id}/wait: resolves the exit code once the container is not running (or per
    * `condition`). Bounded by the client's deadline unless `timeoutMs` says otherwise.
    */

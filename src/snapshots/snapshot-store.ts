@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import type { ContainerCreateBody, DockerClient, MountSpec } from "../engine/docker-client.js";
 import { errorMessage, UpdaterError } from "../errors.js";
 import type { HelperConfig, HelperMount, PassStats } from "./helper.js";
+import { ensureLocalHelperImage, LOCAL_HELPER_REPO } from "./local-helper-image.js";
 
 export const LABEL_JOB = "io.processgit.updater.job";
 export const LABEL_ROLE = "io.processgit.updater.role";
@@ -152,15 +153,10 @@ export class SnapshotStore {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const self = await ownContainerId();
     if (!self) {
-      if (!this.opts.helperImage) {
-        throw new UpdaterError(
-          "failed_precondition",
-          "PROCESSGIT_UPDATER_HELPER_IMAGE is not set and the updater does not run in a container: set it to the updater's image (or any image with node 22 or later), which copies the app's data for snapshots",
-          { reason: "PREFLIGHT_FAILED" },
-        );
-      }
+      // Outside a container: the configured image, else one made from the node that runs us.
+      const image = this.opts.helperImage ?? (await ensureLocalHelperImage(this.opts.client));
       return {
-        image: this.opts.helperImage,
+        image,
         storeMount: { Type: "bind", Source: dir, Target: "/pgu/store" },
         storePath: "/pgu/store",
       };
@@ -323,7 +319,9 @@ export class SnapshotStore {
       : `${this.opts.dir}:/pgu/store:ro`;
     const inside = p?.storePath ?? "/pgu/store";
     const target = m.type === "volume" ? m.name : m.source;
-    return `docker run --rm --user 0 --network none -v ${target}:/restore -v ${store} --entrypoint sh ${p?.image ?? "IMAGE_WITH_COREUTILS"} -c 'find /restore -mindepth 1 -delete && cp -a ${inside}/${id}/m${m.index}/. /restore/' (mount ${m.destination})`;
+    // The image made from the updater's node has no shell: name one that has sh, find and cp.
+    const image = !p || p.image.startsWith(`${LOCAL_HELPER_REPO}:`) ? "debian:bookworm-slim" : p.image;
+    return `docker run --rm --user 0 --network none -v ${target}:/restore -v ${store} --entrypoint sh ${image} -c 'find /restore -mindepth 1 -delete && cp -a ${inside}/${id}/m${m.index}/. /restore/' (mount ${m.destination})`;
   }
 
   /** Saves a file of the updater's own for a job (e.g. the previous container's configuration). */
