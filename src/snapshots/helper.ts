@@ -19,6 +19,7 @@
 import {
   closeSync,
   constants,
+  copyFileSync,
   existsSync,
   fchmodSync,
   fchownSync,
@@ -42,6 +43,7 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
+import { open as openAsync } from "node:fs/promises";
 import { join } from "node:path";
 
 // ---------------------------------------------------------------------------------------------
@@ -81,8 +83,8 @@ export type Index = Record<string, Entry>;
  */
 export const RACY_MARGIN_NS = 2_000_000_000n;
 
-/** Bytes compared at a time; a differing block is what gets written. */
-export const BLOCK_SIZE = 64 * 1024;
+/** Bytes compared at a time (a database page); a differing block is what gets written. */
+export const BLOCK_SIZE = 4096;
 
 /** True when `current` provably has the same content and metadata as when `recorded` was read. */
 export function unchangedSince(recorded: Entry | undefined, current: Entry): boolean {
@@ -322,12 +324,12 @@ class TreeCopier {
     this.hooks = hooks;
   }
 
-  run(): PassStats {
+  async run(): Promise<PassStats> {
     const started = Date.now();
     const root = entryOf(this.src);
     if (root?.type !== "dir") throw new Error(`${this.src} is not a directory`);
     this.syncDir("", root);
-    this.flush();
+    await this.flush();
     this.stats.ms = Date.now() - started;
     return this.stats;
   }
@@ -424,7 +426,11 @@ class TreeCopier {
     this.hooks.seen?.(rel, seenEntry, action);
   }
 
-  /** Writes a new file next to `dstPath` and renames it over: never writes into a shared inode. */
+  /**
+   * Writes a new file next to `dstPath` and renames it over: never writes into a shared inode.
+   * The kernel copies (copy_file_range, through the descriptor opened without following links);
+   * the fsync comes at the end of the pass, so that copying and writing back overlap.
+   */
   private copyNew(rel: string, entry: Entry, dstPath: string): Entry {
     const temp = join(parentOf(dstPath), `${TEMP_PREFIX}${process.pid}.${this.tempCounter++}`);
     let input: number;
@@ -436,33 +442,23 @@ class TreeCopier {
       }
       throw err;
     }
-    const output = openSync(
-      temp,
-      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | NOFOLLOW,
-      0o600,
-    );
     const observedAt = nowNs();
     try {
-      const buf = Buffer.allocUnsafe(READ_CHUNK);
-      for (;;) {
-        const n = readSync(input, buf, 0, READ_CHUNK, null);
-        if (n === 0) break;
-        writeAll(output, buf, n, -1);
-        this.stats.bytesWritten += n;
+      copyFileSync(`/proc/self/fd/${input}`, temp, constants.COPYFILE_EXCL);
+      const output = openSync(temp, constants.O_RDWR | NOFOLLOW);
+      try {
+        applyMeta(temp, output, entry);
+      } finally {
+        closeSync(output);
       }
-      const meta = { ...entry, size: 0 };
-      applyMeta(temp, output, meta);
-      fsyncSync(output);
       const after = statOfFd(input);
-      closeSync(output);
       renameSync(temp, dstPath);
       this.dirtyDirs.add(parentOf(dstPath));
+      this.dirtyFiles.add(dstPath);
+      this.stats.bytesWritten += after.size;
       this.stats.filesCopied += 1;
       return this.settle(entry, after, observedAt);
     } catch (err) {
-      try {
-        closeSync(output);
-      } catch {}
       rmSync(temp, { force: true });
       throw err;
     } finally {
@@ -504,8 +500,7 @@ class TreeCopier {
       }
       if (fstatSync(output).size !== offset) ftruncateSync(output, offset);
       applyMeta(dstPath, output, entry);
-      if (wrote > 0) fsyncSync(output);
-      else this.dirtyFiles.add(dstPath);
+      this.dirtyFiles.add(dstPath);
       const after = statOfFd(input);
       this.stats.bytesWritten += wrote;
       this.stats.filesPatched += 1;
@@ -533,10 +528,13 @@ class TreeCopier {
     this.dirtyDirs.add(parentOf(path));
   }
 
-  /** fsync of every file whose metadata changed without a write, and of every changed directory. */
-  flush(): void {
-    for (const file of this.dirtyFiles) fsyncPath(file);
-    for (const dir of this.dirtyDirs) fsyncPath(dir);
+  /**
+   * fsync of every file written or changed, then of every changed directory (its entries name
+   * files that are on disk by then). Many at a time: the file system commits them together.
+   */
+  async flush(): Promise<void> {
+    await fsyncAll([...this.dirtyFiles]);
+    await fsyncAll([...this.dirtyDirs]);
     this.dirtyFiles.clear();
     this.dirtyDirs.clear();
   }
@@ -599,6 +597,28 @@ function fsyncPath(path: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+async function fsyncAll(paths: string[], parallel = 32): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < paths.length) {
+      const path = paths[next++] as string;
+      let handle: Awaited<ReturnType<typeof openAsync>>;
+      try {
+        handle = await openAsync(path, constants.O_RDONLY | NOFOLLOW);
+      } catch (err) {
+        if (isCode(err, "ENOENT") || isCode(err, "ELOOP")) continue;
+        throw err;
+      }
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(parallel, paths.length) }, worker));
 }
 
 function writeDurable(path: string, text: string): void {
@@ -684,7 +704,7 @@ function sleepMs(ms: number): void {
 }
 
 /** One snapshot session: bulk copy, then passes on command, then the snapshot is made durable. */
-function snapshotCommand(cfg: HelperConfig): void {
+async function snapshotCommand(cfg: HelperConfig): Promise<void> {
   const store = cfg.store;
   const id = required(cfg.id, "id");
   const mailbox = required(cfg.mailbox, "mailbox");
@@ -701,8 +721,9 @@ function snapshotCommand(cfg: HelperConfig): void {
   const known = mounts.map(() => new Map<string, Known>());
   const seenIndex: Index[] = mounts.map(() => ({}));
 
-  const pass = (frozen: boolean): PassStats[] =>
-    mounts.map((m, i) => {
+  const pass = async (frozen: boolean): Promise<PassStats[]> => {
+    const out: PassStats[] = [];
+    for (const [i, m] of mounts.entries()) {
       const mem = known[i] as Map<string, Known>;
       const index: Index = {};
       const base = m.baseIndex !== undefined ? baseIndex?.[`m${m.baseIndex}`] : undefined;
@@ -726,12 +747,13 @@ function snapshotCommand(cfg: HelperConfig): void {
           index[rel] = entry.racy || !isRacy(entry.ctimeNs, nowNs()) ? entry : { ...entry, racy: true };
         },
       });
-      const stats = copier.run();
+      out.push(await copier.run());
       seenIndex[i] = index;
-      return stats;
-    });
+    }
+    return out;
+  };
 
-  let stats = pass(false);
+  let stats = await pass(false);
   writeDurable(join(mailbox, "ready.json"), JSON.stringify({ ok: true, pass: "bulk", stats, skipped }));
   say("ready", { stats, skipped });
 
@@ -759,7 +781,7 @@ function snapshotCommand(cfg: HelperConfig): void {
       return;
     }
     const frozen = cmd.pass === "final";
-    stats = pass(frozen);
+    stats = await pass(frozen);
     if (!frozen) {
       writeDurable(answer, JSON.stringify({ ok: true, pass: cmd.pass, stats }));
       say("pass", { pass: cmd.pass, stats });
@@ -813,7 +835,7 @@ function snapshotCommand(cfg: HelperConfig): void {
   }
 }
 
-function restoreCommand(cfg: HelperConfig): void {
+async function restoreCommand(cfg: HelperConfig): Promise<void> {
   const id = required(cfg.id, "id");
   const snap = join(cfg.store, id);
   if (!existsSync(join(snap, "manifest.json")))
@@ -830,7 +852,7 @@ function restoreCommand(cfg: HelperConfig): void {
         return d === "skip" ? "skip" : d === "patch" ? "patch" : "copy";
       },
     });
-    const stats = copier.run();
+    const stats = await copier.run();
     // Checked for real: the mount must now hold exactly the snapshot's entries.
     const want = listTree(tree);
     const have = listTree(m.path);
@@ -894,13 +916,13 @@ function required<T>(value: T | undefined, name: string): T {
 }
 
 /** Runs the command given in PGU_HELPER (JSON); prints JSON lines; exits non-zero on failure. */
-export function main(env: NodeJS.ProcessEnv = process.env): void {
+export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const raw = env.PGU_HELPER;
   if (!raw) throw new Error("PGU_HELPER is not set");
   const cfg = JSON.parse(raw) as HelperConfig;
   try {
-    if (cfg.command === "snapshot") snapshotCommand(cfg);
-    else if (cfg.command === "restore") restoreCommand(cfg);
+    if (cfg.command === "snapshot") await snapshotCommand(cfg);
+    else if (cfg.command === "restore") await restoreCommand(cfg);
     else if (cfg.command === "estimate") estimateCommand(cfg);
     else if (cfg.command === "prune") pruneCommand(cfg);
     else throw new Error(`unknown helper command ${JSON.stringify(cfg.command)}`);
@@ -916,4 +938,4 @@ export function main(env: NodeJS.ProcessEnv = process.env): void {
   }
 }
 
-if (process.env.PGU_HELPER && process.env.PGU_HELPER_MAIN === "1") main();
+if (process.env.PGU_HELPER && process.env.PGU_HELPER_MAIN === "1") await main();
