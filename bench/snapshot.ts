@@ -23,7 +23,7 @@
  *    s2 - nothing changed since s1 before its bulk copy (the database is shared with s1 by a hard
  *         link, so the frozen pass must copy it whole: a shared file is never written into);
  *    s3 - a change before the bulk copy too (the bulk copy has its own database copy, so the frozen
- *         pass compares it in 64 KiB blocks): the headline figure, all of the change in the frozen
+ *         pass compares it in 4 KiB blocks): the headline figure, all of the change in the frozen
  *         pass;
  *    s4 - the same, plus the updater's catch-up pass while the app still runs (what the swap does);
  * 4. s1 removed (the store keeps 3): `du -s --block-size=1` of the store next to `du` of the data;
@@ -751,7 +751,7 @@ async function main(): Promise<void> {
       ...(e2e ? { end_to_end: e2e } : {}),
       notes: [
         "A changed file is a new full copy in each snapshot (hard links share only unchanged files; ext4 has no reflinks): the SQLite database is copied whole into every snapshot taken after it changed, so 3 kept snapshots hold about 2 extra database copies beyond the data plus the changes.",
-        "The frozen pass writes whole 64 KiB blocks: random row UPDATEs dirty 4 KiB pages spread over the database, so it writes many more bytes than the change (written_bytes).",
+        "The frozen pass compares and writes 4 KiB blocks (a database page): random row UPDATEs write about the change itself (written_bytes), but the whole database is read and compared.",
         "A database unchanged since the base snapshot is a hard link after the bulk copy; if it then changes before the stop, the frozen pass copies it whole (db_shared_with_base_ms) unless a catch-up pass ran. The updater runs a catch-up pass before the stop (after_catchup_ms).",
         "The store fsyncs every file it writes (about 2,000 fsyncs for a full copy) and the directories; tar does not (baseline_tar_sync_ms adds a sync of the archive, the extraction one a syncfs). Page cache warm (the data was just written or read).",
         "Restores are checked: after copying, the helper lists the snapshot and the volume and compares every entry.",
