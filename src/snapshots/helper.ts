@@ -621,17 +621,32 @@ async function fsyncAll(paths: string[], parallel = 32): Promise<void> {
   await Promise.all(Array.from({ length: Math.min(parallel, paths.length) }, worker));
 }
 
-function writeDurable(path: string, text: string): void {
+/** Writes a file whole (temp and rename): durable unless `durable` is false (mailbox answers). */
+function writeDurable(path: string, text: string, durable = true): void {
   const temp = `${path}.tmp`;
   const fd = openSync(temp, "w", 0o644);
   try {
     writeFileSync(fd, text);
-    fsyncSync(fd);
+    if (durable) fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
   renameSync(temp, path);
-  fsyncPath(parentOf(path));
+  if (durable) fsyncPath(parentOf(path));
+}
+
+/** Writes files into one folder durably: each file fsynced, the folder once. */
+function writeAllDurable(dir: string, files: Record<string, string>): void {
+  for (const [name, text] of Object.entries(files)) {
+    const fd = openSync(join(dir, name), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
+    try {
+      writeFileSync(fd, text);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  fsyncPath(dir);
 }
 
 /** Walks a tree and lists every entry (for the index of the snapshot and for checks). */
@@ -754,7 +769,11 @@ async function snapshotCommand(cfg: HelperConfig): Promise<void> {
   };
 
   let stats = await pass(false);
-  writeDurable(join(mailbox, "ready.json"), JSON.stringify({ ok: true, pass: "bulk", stats, skipped }));
+  writeDurable(
+    join(mailbox, "ready.json"),
+    JSON.stringify({ ok: true, pass: "bulk", stats, skipped }),
+    false,
+  );
   say("ready", { stats, skipped });
 
   const idleLimit = cfg.idleLimitMs ?? 6 * 3600_000;
@@ -769,21 +788,22 @@ async function snapshotCommand(cfg: HelperConfig): Promise<void> {
         });
         process.exit(2);
       }
-      sleepMs(3);
+      // An update's final pass follows its catch-up pass within moments: listen closely then.
+      sleepMs(Date.now() - idleSince < 10_000 ? 1 : 5);
       continue;
     }
     const cmd = JSON.parse(readFileSync(file, "utf8")) as Command;
     const answer = join(mailbox, `ack-${n}.json`);
     if (cmd.pass === "abort") {
       rmSync(partial, { recursive: true, force: true });
-      writeDurable(answer, JSON.stringify({ ok: true, pass: "abort" }));
+      writeDurable(answer, JSON.stringify({ ok: true, pass: "abort" }), false);
       say("aborted");
       return;
     }
     const frozen = cmd.pass === "final";
     stats = await pass(frozen);
     if (!frozen) {
-      writeDurable(answer, JSON.stringify({ ok: true, pass: cmd.pass, stats }));
+      writeDurable(answer, JSON.stringify({ ok: true, pass: cmd.pass, stats }), false);
       say("pass", { pass: cmd.pass, stats });
       n += 1;
       idleSince = Date.now();
@@ -796,7 +816,6 @@ async function snapshotCommand(cfg: HelperConfig): Promise<void> {
     mounts.forEach((m, i) => {
       indexDoc[`m${m.index}`] = seenIndex[i] as Index;
     });
-    writeDurable(join(partial, "index.json"), JSON.stringify(indexDoc));
     const totals = mounts.map((m, i) => {
       const idx = seenIndex[i] as Index;
       let files = 0;
@@ -809,9 +828,10 @@ async function snapshotCommand(cfg: HelperConfig): Promise<void> {
       }
       return { index: m.index, files, bytes, unsupported: (stats[i] as PassStats).unsupported };
     });
-    writeDurable(
-      join(partial, "manifest.json"),
-      `${JSON.stringify(
+    // The index and the manifest (a folder without it is no snapshot), then the name.
+    writeAllDurable(partial, {
+      "index.json": JSON.stringify(indexDoc),
+      "manifest.json": `${JSON.stringify(
         {
           schema: 1,
           id,
@@ -825,11 +845,11 @@ async function snapshotCommand(cfg: HelperConfig): Promise<void> {
         null,
         2,
       )}\n`,
-    );
+    });
     renameSync(partial, join(store, id));
     fsyncPath(store);
     const durableMs = Date.now() - finished;
-    writeDurable(answer, JSON.stringify({ ok: true, pass: "final", stats, durableMs }));
+    writeDurable(answer, JSON.stringify({ ok: true, pass: "final", stats, durableMs }), false);
     say("complete", { id, stats, durableMs });
     return;
   }
