@@ -89,16 +89,23 @@ export function buildWriterFixtures(): Record<string, WriterFixture> {
   return (JSON.parse(out) as { images: Record<string, WriterFixture> }).images;
 }
 
+const handedOut = new Set<number>();
+
 /** A loopback port above 20000 that nothing listens on right now (21000-27999, clear of the other fixtures). */
 export async function freePort(): Promise<number> {
   for (let i = 0; i < 50; i++) {
     const port = 21_000 + Math.floor(Math.random() * 7000);
+    // Never twice in one process: a stopped app keeps its port in its container's name until cleanup.
+    if (handedOut.has(port)) continue;
     const free = await new Promise<boolean>((resolve) => {
       const server = createServer();
       server.once("error", () => resolve(false));
       server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
     });
-    if (free) return port;
+    if (free) {
+      handedOut.add(port);
+      return port;
+    }
   }
   throw new Error("no free port in 21000-27999 after 50 tries");
 }
