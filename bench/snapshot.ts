@@ -841,7 +841,7 @@ async function endToEnd(
       const step = end.steps.find((x) => re.test(x.title));
       return step?.endedAt ? Date.parse(step.endedAt) - Date.parse(step.startedAt) : undefined;
     };
-    const gap = /stop, final pass and start: (\d+) ms/.exec(out)?.[1];
+    const gap = /the app stopped for the final pass and the start: (\d+) ms/.exec(out)?.[1];
     const finalPass = /final pass (.*?), durable in (\d+) ms; the app has been stopped for (\d+) ms/.exec(
       out,
     );
@@ -849,12 +849,12 @@ async function endToEnd(
       update_ms: Math.round(updateMs),
       snapshot_step_ms: stepMs(/bulk copy/),
       swap_step_ms: stepMs(/^swap the app container/),
-      swap_catchup_stop_final_start_ms: gap ? Number(gap) : undefined,
+      app_stopped_until_new_started_ms: gap ? Number(gap) : undefined,
       catchup_pass: /catch-up pass while the app serves: (.*)/.exec(out)?.[1],
       app_stopped_until_snapshot_durable_ms: finalPass ? Number(finalPass[3]) : undefined,
       final_pass: finalPass?.[1],
       change_bytes_before_the_pull: changed?.bytes,
-      note: "fresh store (the first update: the bulk copy is a full copy); the change lands after the bulk copy, before the pull; the swap's gap as it reports it includes the catch-up pass while the app still serves, the app's downtime is the stop, the final pass and the start",
+      note: "fresh store (the first update: the bulk copy is a full copy); the change lands after the bulk copy, before the pull; app_stopped_until_new_started_ms is the app's downtime as the swap reports it: the stop, the final pass, the journal and the start of the new container",
     };
   } finally {
     await runner.shutdown(1000).catch(() => undefined);

@@ -319,7 +319,7 @@ export class DockerEngineApi implements ContainerEngine {
     app: ContainerInspect,
     how: "stop" | "freeze",
     extraFacts: () => Record<string, string> = () => ({}),
-  ): Promise<void> {
+  ): Promise<number> {
     const session = await this.sessionFor(ctx, app);
     const catchup = await session.catchup(ctx.signal);
     ctx.output(`catch-up pass while the app serves: ${describePass(catchup)}\n`);
@@ -345,6 +345,7 @@ export class DockerEngineApi implements ContainerEngine {
     ctx.output(
       `snapshot ${session.id} complete at the consistency point ${pointAt.toISOString()}: final pass ${describePass(final)}, durable in ${final.durableMs ?? 0} ms; the app has been ${how === "stop" ? "stopped" : "frozen"} for ${Date.now() - frozenAt} ms\n`,
     );
+    return frozenAt;
   }
 
   /** The job's open snapshot session, or a new one (the second point of an online migration). */
@@ -563,7 +564,7 @@ export class DockerEngineApi implements ContainerEngine {
     const old = await this.client.inspectContainer(facts["app.id"] ?? name, ctx.signal);
     const started = Date.now();
     const { newId, oldName } = await this.prepareSwap(ctx, old);
-    const gapStart = Date.now();
+    let gapStart = Date.now();
     // Stopped for a migration with downtime: the snapshot is complete already. Otherwise the stop
     // here is the consistency point (after an online migration, a second snapshot on the first).
     const stoppedAlready = facts["app.stopped"] === "true" && facts["migration.online"] !== "true";
@@ -572,11 +573,11 @@ export class DockerEngineApi implements ContainerEngine {
       "newCode.startedAt": facts["newCode.startedAt"] || new Date().toISOString(),
     });
     if (stoppedAlready) await ctx.journal("start the new container", started_());
-    else await this.freezeAndSnapshot(ctx, old, "stop", started_);
+    else gapStart = await this.freezeAndSnapshot(ctx, old, "stop", started_);
     await this.client.startContainer(newId, ctx.signal);
     const now = Date.now();
     ctx.output(
-      `swapped: old container kept stopped as ${oldName}; new container started as ${name} (${stoppedAlready ? "the app was stopped for the migration" : `stop, final pass and start: ${now - gapStart} ms`}; whole swap ${now - started} ms)\n`,
+      `swapped: old container kept stopped as ${oldName}; new container started as ${name} (${stoppedAlready ? "the app was stopped for the migration" : `the app stopped for the final pass and the start: ${now - gapStart} ms`}; whole swap ${now - started} ms)\n`,
     );
   }
 
