@@ -657,7 +657,15 @@ function listTree(root: string): Index {
     if (!e) return;
     out[rel] = e;
     if (e.type !== "dir") return;
-    for (const name of readdirSync(under(root, rel)).sort()) walk(rel === "" ? name : join(rel, name));
+    let names: string[];
+    try {
+      names = readdirSync(under(root, rel)).sort();
+    } catch (err) {
+      // Live data (the estimate): a directory removed while we walk is simply gone.
+      if (isCode(err, "ENOENT") || isCode(err, "ENOTDIR")) return;
+      throw err;
+    }
+    for (const name of names) walk(rel === "" ? name : join(rel, name));
   };
   walk("");
   return out;
