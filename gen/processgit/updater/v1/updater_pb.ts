@@ -1013,7 +1013,10 @@ export enum JobState {
   PLANNING = 1,
 
   /**
-   * Archiving the app's data volumes so that they can be restored exactly.
+   * Copying the app's data while it still serves (the bulk copy of the snapshot). The snapshot is
+   * completed later, at the consistency point: the instant the previous version stops writing
+   * (stopped in the swap or before a migration that asks for downtime, or frozen before one that
+   * does not), when a final pass copies only what changed since.
    *
    * @generated from enum value: JOB_STATE_SNAPSHOTTING = 2;
    */
@@ -1034,14 +1037,16 @@ export enum JobState {
   VERIFYING = 4,
 
   /**
-   * Running the release's migration in a one-shot container from the new image.
+   * Running the release's migration in a one-shot container from the new image, once the
+   * snapshot is complete.
    *
    * @generated from enum value: JOB_STATE_MIGRATING = 5;
    */
   MIGRATING = 5,
 
   /**
-   * Replacing the app container with one from the new image (same configuration).
+   * Replacing the app container with one from the new image (same configuration): the new
+   * container is ready before the previous one stops; the snapshot is completed in between.
    *
    * @generated from enum value: JOB_STATE_SWAPPING = 6;
    */
@@ -1064,14 +1069,16 @@ export enum JobState {
   COMMITTED = 8,
 
   /**
-   * Undoing the update: new container removed, data restored when the migration ran, old container started.
+   * Undoing the update: new container removed, data restored from the snapshot whenever the new
+   * version's code ran (a migration or the new container), previous container started.
    *
    * @generated from enum value: JOB_STATE_ROLLING_BACK = 9;
    */
   ROLLING_BACK = 9,
 
   /**
-   * Terminal: the update was undone; the previous version runs on the previous data.
+   * Terminal: the update was undone; the previous version runs on the previous data: everything it
+   * acknowledged before the consistency point (`data_restore` says what was discarded after it).
    *
    * @generated from enum value: JOB_STATE_ROLLED_BACK = 10;
    */
