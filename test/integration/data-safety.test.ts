@@ -211,6 +211,16 @@ describe.each(["log", "sqlite"] as const)(
   },
 );
 
+describe("SQLite in rollback-journal (DELETE) mode", () => {
+  it("a rewrite on start, then a failed health check: integrity ok, every acknowledged row there, no stale journal", async () => {
+    const app = await startWriterApp(suite.janitor, fixture("sqlite-v1"), { journal: "delete" });
+    const { job, writer, dump } = await updateUnderLoad({ app, target: fixture("sqlite-rewrite-unhealthy") });
+    expectOldVersionsData(job, writer, dump, "1.0.0");
+    expect(dump.format).toBe(1);
+    expect(dump.journal).toEqual([]);
+  }, 180_000);
+});
+
 describe("an app image without a shell", () => {
   it("rolls back with its data restored (the copying needs nothing from the app's image)", async () => {
     const app = await startWriterApp(suite.janitor, fixture("noshell-log-v1"));
