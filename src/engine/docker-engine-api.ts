@@ -22,6 +22,7 @@ import { errorMessage, UpdaterError } from "../errors.js";
 import type { AppInfo, ContainerEngine, StepContext } from "../orchestrator/ports.js";
 import {
   type DataMount,
+  LABEL_APP,
   LABEL_JOB,
   LABEL_ROLE,
   type PassAnswer,
@@ -105,6 +106,7 @@ export class DockerEngineApi implements ContainerEngine {
     this.snapshots = new SnapshotStore({
       client: this.client,
       dir: opts.snapshotDir,
+      app: opts.appContainer,
       ...(opts.helperImage ? { helperImage: opts.helperImage } : {}),
     });
     this.composeEnv = opts.composeEnv && new ComposeEnvFile(opts.composeEnv.file, opts.composeEnv.variable);
@@ -160,6 +162,7 @@ export class DockerEngineApi implements ContainerEngine {
       ...(composeProject ? { "app.composeProject": composeProject } : {}),
     });
 
+    await this.removeStaleHelpers(ctx);
     for (const m of app.Mounts ?? []) {
       const data = isDataMount(m);
       ctx.output(
@@ -198,6 +201,29 @@ export class DockerEngineApi implements ContainerEngine {
           reason: "PREFLIGHT_FAILED",
         },
       );
+    }
+  }
+
+  /**
+   * Snapshot helpers of this app left by an earlier job (an updater killed while one ran): one job
+   * runs at a time per app, so none of them is needed any more.
+   */
+  private async removeStaleHelpers(ctx: StepContext): Promise<void> {
+    const helpers = await this.client
+      .json<Array<{ Id: string; Labels?: Record<string, string> }>>("GET", "/containers/json", {
+        query: {
+          all: true,
+          filters: JSON.stringify({ label: [LABEL_ROLE, `${LABEL_APP}=${this.opts.appContainer}`] }),
+        },
+        signal: ctx.signal,
+      })
+      .catch(() => []);
+    for (const c of helpers) {
+      const role = c.Labels?.[LABEL_ROLE];
+      if (c.Labels?.[LABEL_JOB] === ctx.job.id) continue;
+      if (role !== "snapshot" && role !== "restore" && role !== "estimate" && role !== "prune") continue;
+      await this.client.removeContainer(c.Id, { force: true }).catch(() => {});
+      ctx.output(`removed a snapshot helper left by job ${c.Labels?.[LABEL_JOB] ?? "?"} (${short(c.Id)})\n`);
     }
   }
 

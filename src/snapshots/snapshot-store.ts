@@ -23,6 +23,8 @@ import { ensureLocalHelperImage, LOCAL_HELPER_REPO } from "./local-helper-image.
 
 export const LABEL_JOB = "io.processgit.updater.job";
 export const LABEL_ROLE = "io.processgit.updater.role";
+/** On snapshot helpers: the app container whose data they copy (one updater per app). */
+export const LABEL_APP = "io.processgit.updater.app";
 
 /** One data mount of the app, as a snapshot holds it (tree `m<index>`). */
 export interface DataMount {
@@ -60,6 +62,8 @@ export interface SnapshotStoreOptions {
   helperImage?: string;
   /** How long a snapshot helper waits for its next command before it gives up. */
   idleLimitMs?: number;
+  /** The app container's name, labelled on every helper (so that stale ones can be found). */
+  app?: string;
 }
 
 interface Placement {
@@ -383,7 +387,11 @@ export class SnapshotStore {
       Entrypoint: ["node", `--input-type=${source.inputType}`, "-e", source.code],
       Cmd: [],
       Env: [`PGU_HELPER=${JSON.stringify(cfg)}`, "PGU_HELPER_MAIN=1", "NODE_OPTIONS="],
-      Labels: { [LABEL_JOB]: o.jobId, [LABEL_ROLE]: o.role },
+      Labels: {
+        [LABEL_JOB]: o.jobId,
+        [LABEL_ROLE]: o.role,
+        ...(this.opts.app ? { [LABEL_APP]: this.opts.app } : {}),
+      },
       HostConfig: {
         NetworkMode: "none",
         ReadonlyRootfs: true,

@@ -28,7 +28,7 @@ import {
   useEngineSuite,
   waitServing,
 } from "../helpers/app-fixture.js";
-import { docker, HELPER_IMAGE, runOnce } from "../helpers/docker.js";
+import { docker, HELPER_IMAGE, labelArgs, runOnce } from "../helpers/docker.js";
 import { run } from "../helpers/run.js";
 import { finished } from "../helpers/runner-harness.js";
 
@@ -127,8 +127,39 @@ describe("updates on a real engine", () => {
   it("v1 -> v2 commits: v2 serves, the data is migrated, one app container is left", async () => {
     const app = await startApp(suite.janitor, v1());
     const before = await fingerprint(suite.janitor, v1().ref, app.volume);
+    // Snapshot helpers left by a killed updater: this app's goes at pre-flight, another app's stays.
+    const stale = async (forApp: string) => {
+      const name = suite.janitor.name(`stale-helper-${forApp.slice(-6)}`);
+      suite.janitor.container(name);
+      await docker([
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--label",
+        "io.processgit.updater.role=snapshot",
+        "--label",
+        `io.processgit.updater.app=${forApp}`,
+        "--label",
+        "io.processgit.updater.job=00000000-0000-4000-8000-000000000000",
+        ...labelArgs(suite.janitor),
+        v1().ref,
+        "sleep",
+        "300",
+      ]);
+      return name;
+    };
+    const ours = await stale(app.name);
+    const theirs = await stale(`${app.name}-other`);
     const job = await update(app, "v2");
     expect(job.state, explain(job)).toBe("committed");
+    expect(await docker(["ps", "-aq", "--filter", `name=^/${ours}$`])).toBe("");
+    expect(await docker(["ps", "-aq", "--filter", `name=^/${theirs}$`])).not.toBe("");
+    expect(job.steps.find((s) => s.title === "pre-flight checks")?.output).toContain(
+      "removed a snapshot helper left by job 00000000-0000-4000-8000-000000000000",
+    );
     expect(await serving(app.port)).toBe("2.0.0");
     expect(await appContainers(app.name)).toEqual([
       `${app.name} running ${suite.fixtures.v2?.repository}@${suite.fixtures.v2?.digest}`,
