@@ -398,29 +398,7 @@ export class DockerClient {
    */
   async archivePut(containerId: string, path: string, tar: Readable, signal?: AbortSignal): Promise<void> {
     const apiPath = `/containers/${encodeURIComponent(containerId)}/archive`;
-    try {
-      const opened = await this.open({
-        method: "PUT",
-        path: apiPath,
-        query: { path },
-        headers: { "content-type": "application/x-tar" },
-        body: tar,
-        signal,
-      });
-      try {
-        const code = opened.res.statusCode ?? 0;
-        if (code !== 200) throw await this.httpError("PUT", apiPath, opened, `writing into ${path}`);
-        await readAll(opened.res, MAX_ERROR_BODY);
-      } catch (err) {
-        opened.req.destroy();
-        throw opened.fail(err);
-      } finally {
-        opened.deadline.clear();
-      }
-    } catch (err) {
-      if (!tar.destroyed) tar.destroy(err instanceof Error ? err : undefined);
-      throw err;
-    }
+    await this.upload("PUT", apiPath, { path }, tar, signal, `writing into ${path}`);
   }
 
   /**
@@ -432,27 +410,50 @@ export class DockerClient {
     tar: Readable,
     options: { repo: string; tag: string; changes?: string; signal?: AbortSignal },
   ): Promise<void> {
-    const apiPath = "/images/create";
+    const query = { fromSrc: "-", repo: options.repo, tag: options.tag, changes: options.changes };
+    const answer = await this.upload(
+      "POST",
+      "/images/create",
+      query,
+      tar,
+      options.signal,
+      "importing an image",
+    );
+    const failed = /"error"\s*:\s*"([^"]*)"/.exec(answer.toString("utf8"));
+    if (failed) {
+      throw new UpdaterError(
+        "failed_precondition",
+        `the engine refused to import ${options.repo}:${options.tag}: ${failed[1]}`,
+      );
+    }
+  }
+
+  /**
+   * Sends a tar stream as a request body and resolves the answer's body (at most 64 KiB). The
+   * deadline restarts with every chunk sent; on failure `tar` is destroyed with the error, so that
+   * a pipeline feeding it ends too.
+   */
+  private async upload(
+    method: string,
+    apiPath: string,
+    query: Record<string, QueryValue>,
+    tar: Readable,
+    signal: AbortSignal | undefined,
+    what: string,
+  ): Promise<Buffer> {
     try {
       const opened = await this.open({
-        method: "POST",
+        method,
         path: apiPath,
-        query: { fromSrc: "-", repo: options.repo, tag: options.tag, changes: options.changes },
+        query,
         headers: { "content-type": "application/x-tar" },
         body: tar,
-        signal: options.signal,
+        signal,
       });
       try {
         const code = opened.res.statusCode ?? 0;
-        if (code !== 200) throw await this.httpError("POST", apiPath, opened, "importing an image");
-        const text = (await readAll(opened.res, MAX_ERROR_BODY)).toString("utf8");
-        const failed = /"error"\s*:\s*"([^"]*)"/.exec(text);
-        if (failed) {
-          throw new UpdaterError(
-            "failed_precondition",
-            `the engine refused to import ${options.repo}:${options.tag}: ${failed[1]}`,
-          );
-        }
+        if (code !== 200) throw await this.httpError(method, apiPath, opened, what);
+        return await readAll(opened.res, MAX_ERROR_BODY);
       } catch (err) {
         opened.req.destroy();
         throw opened.fail(err);

@@ -13,11 +13,12 @@
  *   <dir>/.jobs/<job id>/               the updater's own files of a job (mailbox, saved config)
  */
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ContainerCreateBody, DockerClient, MountSpec } from "../engine/docker-client.js";
 import { errorMessage, UpdaterError } from "../errors.js";
+import { writeFileAtomic } from "../store/atomic-write.js";
 import type { HelperConfig, HelperMount, PassStats } from "./helper.js";
 import { ensureLocalHelperImage, LOCAL_HELPER_REPO } from "./local-helper-image.js";
 
@@ -333,7 +334,6 @@ export class SnapshotStore {
     const dir = this.jobDir(jobId);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, name);
-    const { writeFileAtomic } = await import("../store/atomic-write.js");
     await writeFileAtomic(path, text);
     return path;
   }
@@ -481,7 +481,6 @@ export class SnapshotSession {
     const n = this.next++;
     const temp = join(this.mailbox, `.cmd-${n}.json`);
     await writeFile(temp, JSON.stringify(cmd), { mode: 0o644 });
-    const { rename } = await import("node:fs/promises");
     await rename(temp, join(this.mailbox, `cmd-${n}.json`));
     return this.await(`ack-${n}.json`, signal, pollMs);
   }
